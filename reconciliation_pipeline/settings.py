@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     )
     business_tz: str = Field(default="Europe/Malta", description="Time zone of the business day")
     settlement_lag_days: int = Field(default=3, ge=0, le=60)
+    lookback_days: int = Field(
+        default=35, ge=1, description="How far back a business date's reconciliation looks for open items"
+    )
     partitions_start: dt.date = Field(
         default=dt.date(2024, 1, 1), description="First business date Dagster partitions offer"
     )

@@ -1,0 +1,36 @@
+"""The one resource every asset takes: the platform settings, the lake and the outcome store."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import dagster as dg
+from sqlalchemy.engine import Engine
+
+from ..lake import Lake
+from ..settings import Settings
+from ..store import db
+
+
+class ReconResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Settings from ``RECON_*``; fields set here override the environment (tests, deployments)."""
+
+    data_dir: str | None = None
+    database_url: str | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        overrides = {k: v for k, v in {"data_dir": self.data_dir, "database_url": self.database_url}.items() if v}
+        return Settings(**overrides)  # type: ignore[arg-type]
+
+    @cached_property
+    def lake(self) -> Lake:
+        lake = Lake(self.settings.data_path)
+        lake.ensure()
+        return lake
+
+    @cached_property
+    def engine(self) -> Engine:
+        engine = db.make_engine(self.settings.db_url)
+        db.migrate(engine)
+        return engine

@@ -1,0 +1,158 @@
+"""Accepting settlement files whole or quarantining them whole, and never counting one twice.
+
+A file is parsed completely before anything is written. An accepted file is copied into
+``landing/settlements/<psp>/`` (bank statements: ``landing/bank/<account>/``) and its parsed lines are
+cached in ``lake/parsed/<psp>/<sha256>.parquet``; a refused file goes to ``quarantine/<psp>/`` beside a
+``.reason.json`` that says what, where and what to do. Files are registered in the outcome store by
+checksum and by PSP batch, so the same file dropped twice, or the same batch re-sent under another
+name, is recognised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from sqlalchemy.engine import Engine
+
+from .formats import registry
+from .formats.errors import FormatError, Problem
+from .lake import Lake, atomic_write_bytes, atomic_write_parquet, sha256_bytes
+from .store import db, service
+
+Status = Literal["accepted", "duplicate", "quarantined"]
+PSPS = ("adyen", "stripe", "paypal", "bank")
+
+
+@dataclass
+class IngestOutcome:
+    status: Status
+    psp: str
+    name: str
+    sha256: str
+    message: str
+    path: Path | None = None
+    rows: int = 0
+    business_dates: list[dt.date] = field(default_factory=list)
+    problem: Problem | None = None
+
+
+def parsed_path(lake: Lake, psp: str, sha: str) -> Path:
+    return lake.lake / "parsed" / psp / f"{sha}.parquet"
+
+
+def _quarantine(lake: Lake, psp: str, name: str, sha: str, data: bytes, problem: Problem) -> Path:
+    folder = lake.quarantine / psp
+    target = folder / name
+    if target.exists() and sha256_bytes(target.read_bytes()) != sha:
+        target = folder / f"{Path(name).stem}.{sha[:12]}{Path(name).suffix}"
+    atomic_write_bytes(target, data)
+    reason = {**problem.as_dict(), "psp": psp, "sha256": sha, "quarantined_file": target.name}
+    atomic_write_bytes(target.with_name(target.name + ".reason.json"),
+                       json.dumps(reason, indent=2, sort_keys=True).encode())
+    return target
+
+
+def _landing_target(lake: Lake, psp: str, name: str, sha: str, frame: pl.DataFrame) -> Path:
+    folder = lake.landing_settlements(psp)
+    if psp == "bank":
+        accounts = frame["account_id"].drop_nulls().unique().sort().to_list()
+        folder = folder / (accounts[0] if len(accounts) == 1 else "mixed")
+    target = folder / name
+    if target.exists() and sha256_bytes(target.read_bytes()) != sha:
+        target = folder / f"{Path(name).stem}.{sha[:12]}{Path(name).suffix}"
+    return target
+
+
+def accept_bytes(data: bytes, *, name: str, psp: str, lake: Lake, engine: Engine, actor: str,
+                 chain: dict[str, object], landed_at: Path | None = None) -> IngestOutcome:
+    """Parse ``data`` as ``psp``'s format and accept, recognise or quarantine it as a whole.
+
+    ``landed_at`` is set when the file already lies in the landing folder (dropped there directly);
+    a refused or duplicate file is then moved out of landing.
+    """
+    if psp not in PSPS:
+        raise ValueError(f"unknown PSP {psp!r}; expected one of {', '.join(PSPS)}")
+    sha = sha256_bytes(data)
+    with db.session_scope(engine) as session:
+        known = service.find_file(session, sha256=sha)
+    if known is not None:
+        if landed_at is not None and known.stored_path != str(landed_at):
+            landed_at.unlink(missing_ok=True)
+        return IngestOutcome("duplicate", psp, name, sha,
+                             f"{name}: already registered on {known.registered_at:%Y-%m-%d} as "
+                             f"{known.original_name} ({known.status}); not counted again")
+    try:
+        frame = registry.parse_as(psp, data, name)
+    except FormatError as exc:
+        target = _quarantine(lake, psp, name, sha, data, exc.problem)
+        with db.session_scope(engine) as session:
+            service.register_file(session, sha256=sha, psp=psp, original_name=name, stored_path=str(target),
+                                  status="quarantined", reason=exc.problem.as_dict(), batch_key=None,
+                                  actor=actor, chain=chain)
+        if landed_at is not None:
+            landed_at.unlink(missing_ok=True)
+        return IngestOutcome("quarantined", psp, name, sha, str(exc), path=target, problem=exc.problem)
+
+    batch_key = ",".join(frame["batch_id"].drop_nulls().unique().sort().to_list()) or None
+    target = landed_at or _landing_target(lake, psp, name, sha, frame)
+    cache = parsed_path(lake, psp, sha)
+    atomic_write_parquet(cache, frame)
+    if landed_at is None:
+        atomic_write_bytes(target, data)
+    with db.session_scope(engine) as session:
+        record, created = service.register_file(
+            session, sha256=sha, psp=psp, original_name=name, stored_path=str(target), status="accepted",
+            reason=None, batch_key=batch_key, actor=actor, chain=chain)
+        other = record.original_name
+    if not created:  # the same PSP batch under another name
+        cache.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        return IngestOutcome("duplicate", psp, name, sha,
+                             f"{name}: PSP batch {batch_key} was already ingested as {other}; not counted again")
+    dates = frame["booking_date"].unique().sort().to_list()
+    return IngestOutcome("accepted", psp, name, sha, f"{name}: {frame.height} rows accepted as {psp}",
+                         path=target, rows=frame.height, business_dates=dates)
+
+
+def ingest_file(path: Path, *, psp: str, lake: Lake, engine: Engine, actor: str = "cli",
+                chain: dict[str, object] | None = None) -> IngestOutcome:
+    """``recon ingest``: copy a settlement file into landing after checking it whole."""
+    return accept_bytes(path.read_bytes(), name=path.name, psp=psp, lake=lake, engine=engine, actor=actor,
+                        chain=chain or {"command": "recon ingest"})
+
+
+def landed_files(lake: Lake) -> list[tuple[str, Path]]:
+    """Every file lying in the settlement and bank landing folders, with the PSP it belongs to."""
+    found: list[tuple[str, Path]] = []
+    settlements = lake.landing / "settlements"
+    if settlements.exists():
+        for psp_dir in sorted(p for p in settlements.iterdir() if p.is_dir()):
+            found += [(psp_dir.name, f) for f in sorted(psp_dir.iterdir())
+                      if f.is_file() and not f.name.startswith(".")]
+    bank = lake.landing_settlements("bank")
+    if bank.exists():
+        found += [("bank", f) for f in sorted(bank.rglob("*")) if f.is_file() and not f.name.startswith(".")]
+    return found
+
+
+def register_landed(lake: Lake, engine: Engine, *, actor: str, chain: dict[str, object]) -> list[IngestOutcome]:
+    """Make sure every file in landing is parsed and registered (files may be dropped there directly)."""
+    results = []
+    for psp, path in landed_files(lake):
+        data = path.read_bytes()
+        if parsed_path(lake, psp, sha256_bytes(data)).exists():
+            continue
+        results.append(accept_bytes(data, name=path.name, psp=psp, lake=lake, engine=engine, actor=actor,
+                                    chain=chain, landed_at=path))
+    return results
+
+
+def parsed_lines(lake: Lake) -> pl.LazyFrame | None:
+    """All accepted settlement lines: the parsed cache of every accepted file."""
+    paths = sorted((lake.lake / "parsed").glob("*/*.parquet"))
+    return pl.scan_parquet(paths) if paths else None

@@ -1,0 +1,176 @@
+"""Landing operator transaction events into ``landing/transactions/date=YYYY-MM-DD/``.
+
+Every event is checked against the transaction-event v1 JSON Schema. A bad event is dead-lettered to
+``quarantine/transactions/`` with its reason, original bytes and position, and never stops the stream.
+Good events are written as Parquet, one file per business date and source slice, atomically and under
+a deterministic name so that replaying the same source rewrites the same files instead of adding copies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from .formats.errors import Problem
+from .frames import LANDED_SCHEMA
+from .lake import Lake, atomic_write_bytes, atomic_write_parquet, sha256_file
+
+EVENT_HINT = (
+    "The event was dead-lettered and not landed; fix it at the producer and re-send it "
+    "(same event_id) so it lands once."
+)
+
+
+@lru_cache(maxsize=1)
+def event_validator() -> Draft202012Validator:
+    """The compiled JSON Schema validator of transaction-event v1 (built once per process)."""
+    schema = json.loads(
+        resources.files("reconciliation_pipeline").joinpath("schemas/transaction-event.v1.json").read_text()
+    )
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def _field_of(error: ValidationError) -> str:
+    path = "/".join(str(part) for part in error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return "/".join(filter(None, [path, missing[0] if missing else ""]))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - allowed)
+        return "/".join(filter(None, [path, extra[0] if extra else ""]))
+    return path or "(event)"
+
+
+def check_event(raw: bytes, *, source: str, row: int) -> tuple[dict[str, Any] | None, Problem | None]:
+    """Parse and validate one event. Returns ``(event, None)`` or ``(None, problem)``."""
+    try:
+        event = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, Problem(source, row, None, raw[:200].decode("utf-8", "replace"),
+                             f"not a JSON object ({exc.msg if hasattr(exc, 'msg') else exc})", EVENT_HINT)
+    errors = sorted(event_validator().iter_errors(event), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        name = _field_of(first)
+        value = None
+        if isinstance(event, dict) and first.absolute_path:
+            value = json.dumps(event.get(str(first.absolute_path[0])))
+        return None, Problem(source, row, name, value, f"breaks transaction-event v1: {first.message}",
+                             EVENT_HINT)
+    return event, None
+
+
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+
+
+def events_frame(events: list[dict[str, Any]], positions: list[tuple[str | None, int | None, int | None]]
+                 ) -> pl.DataFrame:
+    """Valid events plus their Kafka position (topic, partition, offset) as a LANDED_SCHEMA frame."""
+    columns: dict[str, list[Any]] = {name: [] for name in LANDED_SCHEMA}
+    for event, (topic, partition, offset) in zip(events, positions, strict=True):
+        for name in LANDED_SCHEMA:
+            if name == "occurred_at":
+                columns[name].append(_utc(event["occurred_at"]))
+            elif name == "kafka_topic":
+                columns[name].append(topic)
+            elif name == "kafka_partition":
+                columns[name].append(partition)
+            elif name == "kafka_offset":
+                columns[name].append(offset)
+            else:
+                columns[name].append(event.get(name))
+    return pl.DataFrame(columns, schema=LANDED_SCHEMA)
+
+
+def with_business_date(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.col("occurred_at").dt.convert_time_zone(tz).dt.date().alias("business_date")
+    )
+
+
+@dataclass
+class LandResult:
+    landed: int = 0
+    quarantined: int = 0
+    files: list[Path] = field(default_factory=list)
+    dead_letter: Path | None = None
+    problems: list[Problem] = field(default_factory=list)
+    business_dates: set[dt.date] = field(default_factory=set)
+
+
+def write_landed(frame: pl.DataFrame, lake: Lake, tz: str, stem: str) -> dict[dt.date, Path]:
+    """Write valid events split by business date as ``date=D/<stem>.parquet`` (atomic, idempotent)."""
+    written: dict[dt.date, Path] = {}
+    if frame.is_empty():
+        return written
+    dated = with_business_date(frame, tz)
+    for (day,), part in dated.partition_by("business_date", as_dict=True, maintain_order=True).items():
+        assert isinstance(day, dt.date)
+        path = lake.landing_transactions_date(day) / f"{stem}.parquet"
+        atomic_write_parquet(path, part.drop("business_date"))
+        written[day] = path
+    return written
+
+
+def write_dead_letter(path: Path, rejects: list[dict[str, Any]]) -> Path:
+    body = "".join(json.dumps(item, sort_keys=True) + "\n" for item in rejects)
+    return atomic_write_bytes(path, body.encode())
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            stripped = line.strip()
+            if stripped:
+                yield number, stripped
+
+
+def land_lines(lines: Iterable[tuple[int, bytes]], *, source: str, lake: Lake, tz: str, stem: str
+               ) -> LandResult:
+    """Validate numbered JSON lines and land them; bad lines go to the dead-letter file."""
+    result = LandResult()
+    good: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    for number, raw in lines:
+        event, problem = check_event(raw, source=source, row=number)
+        if problem is not None:
+            result.problems.append(problem)
+            rejects.append({**problem.as_dict(), "original": raw.decode("utf-8", "replace"),
+                            "topic": None, "partition": None, "offset": None})
+        else:
+            assert event is not None
+            good.append(event)
+    frame = events_frame(good, [(None, None, None)] * len(good))
+    written = write_landed(frame, lake, tz, stem)
+    result.files = list(written.values())
+    result.business_dates = set(written)
+    result.landed = frame.height
+    result.quarantined = len(rejects)
+    if rejects:
+        result.dead_letter = write_dead_letter(lake.quarantine / "transactions" / f"{stem}.rejects.jsonl",
+                                               rejects)
+    return result
+
+
+def land_jsonl(path: Path, *, lake: Lake, tz: str | ZoneInfo) -> LandResult:
+    """Land a file of events (one JSON object a line), as ``recon land --from-jsonl`` does.
+
+    File names carry the source's checksum, so landing the same file twice rewrites the same files.
+    """
+    tz_name = tz.key if isinstance(tz, ZoneInfo) else tz
+    stem = f"jsonl-{path.stem}-{sha256_file(path)[:16]}"
+    return land_lines(_numbered_lines(path), source=path.name, lake=lake, tz=tz_name, stem=stem)

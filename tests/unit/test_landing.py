@@ -1,0 +1,99 @@
+"""Landing events from a JSON-lines replay: schema validation, dead letters, dates, idempotence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from reconciliation_pipeline.frames import LANDED_SCHEMA
+from reconciliation_pipeline.lake import Lake
+from reconciliation_pipeline.landing import check_event, land_jsonl
+
+
+def event(n: int, **overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "event_id": f"ev-{n}", "transaction_id": f"tx-{n}", "psp": "adyen", "psp_reference": f"P{n:015d}",
+        "kind": "deposit", "amount_minor": 1000 + n, "currency": "EUR",
+        "occurred_at": "2026-03-02T10:00:00+01:00", "player_id": "pl-1", "brand": "lucky", "jurisdiction": "MT",
+        "trace_id": "0" * 31 + "1",
+    }
+    base.update(overrides)
+    return base
+
+
+def write_lines(path: Path, items: list[object]) -> Path:
+    path.write_text("".join((item if isinstance(item, str) else json.dumps(item)) + "\n" for item in items))
+    return path
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    lake = Lake(tmp_path / "data")
+    lake.ensure()
+    return lake
+
+
+def test_valid_events_land_by_business_date_in_malta_time(lake: Lake, tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "events.jsonl", [
+        event(1),
+        event(2, occurred_at="2026-03-01T23:30:00Z"),  # 00:30 on 2 March in Malta
+        event(3, occurred_at="2026-03-02T22:59:59Z"),  # 23:59:59 on 2 March in Malta
+        event(4, occurred_at="2026-03-02T23:00:00Z"),  # midnight: 3 March
+    ])
+    result = land_jsonl(src, lake=lake, tz="Europe/Malta")
+    assert result.landed == 4 and result.quarantined == 0
+    assert result.business_dates == {dt.date(2026, 3, 2), dt.date(2026, 3, 3)}
+    day2 = pl.read_parquet(lake.landing_transactions_date(dt.date(2026, 3, 2)))
+    assert sorted(day2["transaction_id"].to_list()) == ["tx-1", "tx-2", "tx-3"]
+    assert day2.schema == pl.Schema(LANDED_SCHEMA)
+    assert day2["amount_minor"].dtype == pl.Int64
+
+
+def test_bad_events_are_dead_lettered_with_row_and_field_and_do_not_stop_the_rest(lake: Lake, tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "events.jsonl", [
+        event(1),
+        event(2, amount_minor="12.50"),
+        "{not json",
+        {k: v for k, v in event(4).items() if k != "currency"},
+        event(5, jurisdiction="Malta"),
+        event(6),
+    ])
+    result = land_jsonl(src, lake=lake, tz="Europe/Malta")
+    assert result.landed == 2
+    assert [(p.row, p.field) for p in result.problems] == [
+        (2, "amount_minor"), (3, None), (4, "currency"), (5, "jurisdiction")]
+    assert all(p.file == "events.jsonl" for p in result.problems)
+    assert "12.50" in str(result.problems[0])
+    assert result.dead_letter is not None
+    letters = [json.loads(line) for line in result.dead_letter.read_text().splitlines()]
+    assert [item["row"] for item in letters] == [2, 3, 4, 5]
+    assert letters[1]["original"] == "{not json"
+    assert all(item["hint"] for item in letters)
+
+
+def test_replaying_the_same_file_rewrites_the_same_files(lake: Lake, tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "events.jsonl", [event(1), event(2)])
+    first = land_jsonl(src, lake=lake, tz="Europe/Malta")
+    second = land_jsonl(src, lake=lake, tz="Europe/Malta")
+    assert first.files == second.files
+    landed = list(lake.landing_transactions.rglob("*.parquet"))
+    assert len(landed) == 1
+    assert not list(lake.landing_transactions.rglob("*.tmp"))
+
+
+def test_timestamps_are_stored_in_utc() -> None:
+    parsed, problem = check_event(json.dumps(event(1)).encode(), source="x", row=1)
+    assert problem is None and parsed is not None
+    from reconciliation_pipeline.landing import events_frame
+
+    frame = events_frame([parsed], [(None, None, None)])
+    assert frame["occurred_at"][0] == dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+
+
+def test_additional_property_is_named() -> None:
+    _, problem = check_event(json.dumps(event(1, amount=10.5)).encode(), source="x", row=7)
+    assert problem is not None and problem.field == "amount" and problem.row == 7
