@@ -44,6 +44,16 @@ class TransactionStatus(BaseModel):
 def get_transaction(transaction_id: str, session: SessionDep) -> TransactionStatus:
     """The reconciliation status of one booked transaction, with the settlement records it matched."""
     found = service.get_transaction(session, transaction_id)
-    if found is None:
+    if found is None or found["transaction"] is None:
         raise HTTPException(status_code=404, detail=f"no transaction {transaction_id!r}")
-    return TransactionStatus.model_validate(found)
+    outcome = found["outcome"] or {}
+    return TransactionStatus(
+        **{name: found["transaction"][name] for name in
+           ("transaction_id", "psp", "psp_reference", "kind", "amount_minor", "currency", "business_date")},
+        status=outcome.get("status"),
+        match_id=outcome.get("match_id"),
+        rule_id=outcome.get("rule_id"),
+        exception_category=outcome.get("exception_category"),
+        settlements=[SettlementEvidence.model_validate(line) for line in found["settlement_lines"]
+                     if line.get("amount_minor") is not None],
+    )

@@ -1,0 +1,513 @@
+"""The hash-chained audit trail.
+
+Every event's ``hash`` is ``sha256(prev_hash + canonical_json(body))`` where ``body`` holds every
+column except ``seq`` and ``hash`` (so ``prev_hash`` is hashed too), and ``prev_hash`` is the hash of
+the event before it (64 zeros for the first). Changing, removing or re-ordering any stored event
+breaks the recomputation or the link at that event, which :func:`verify_chain` reports.
+
+Appends take a lock so the chain stays one line under concurrent writers: a transaction-scoped
+advisory lock on PostgreSQL, the ``BEGIN IMMEDIATE`` write lock on SQLite (see ``db.make_engine``).
+``seq`` values are assigned under that lock in chain order, and ``prev_hash`` is unique, so even a
+writer that bypassed the lock could not fork the chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    String,
+    Text,
+    cast,
+    column,
+    func,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.orm import Session
+
+from reconciliation_pipeline.store.db import bulk_insert
+from reconciliation_pipeline.store.models import AuditEvent, UTCDateTime
+
+GENESIS_HASH = "0" * 64
+#: ``pg_advisory_xact_lock`` key of the audit chain.
+AUDIT_LOCK_KEY = 7_020_240_102
+#: Columns hashed, in the order they are stored (``seq`` and ``hash`` excluded).
+BODY_COLUMNS = (
+    "event_id",
+    "occurred_at",
+    "actor",
+    "action",
+    "entity_type",
+    "entity_id",
+    "inputs",
+    "chain",
+    "outcome",
+    "trace_id",
+    "prev_hash",
+)
+CHAIN_KEYS = ("run_id", "asset", "partition", "code_version", "rule_ids")
+VERIFY_BATCH = 5_000
+UTC = dt.UTC
+
+
+# --------------------------------------------------------------------------- canonical JSON
+
+
+def iso_utc(value: dt.datetime) -> str:
+    """ISO 8601 UTC with microseconds and a ``Z`` (naive datetimes are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    elif value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return iso_utc(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=lambda v: json.dumps(v, sort_keys=True, default=_default))
+    if isinstance(value, tuple):
+        return list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy / polars scalars
+        return value.item()
+    raise TypeError(f"audit: {type(value).__name__} is not JSON serialisable: {value!r}")
+
+
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
+)
+
+
+def canonical_json(obj: Any) -> str:
+    """The canonical text of ``obj``: sorted keys, no whitespace, UTF-8, dates ISO 8601 (UTC ``Z``).
+
+    Integers stay integers (money is minor units); NaN and infinities are refused. Equal to
+    ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=...)``.
+    """
+    return _CANONICAL.encode(obj)
+
+
+def to_json_value(obj: Any) -> Any:
+    """``obj`` as the plain JSON value that is stored (and later re-hashed)."""
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return json.loads(canonical_json(obj))
+
+
+def compute_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(body)).encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- appending
+
+
+@dataclasses.dataclass
+class AuditEventIn:
+    """An audit event to append. ``occurred_at`` defaults to now, ``event_id`` to a fresh uuid4."""
+
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    inputs: Any = None
+    chain: Any = None
+    outcome: Any = None
+    trace_id: str | None = None
+    occurred_at: dt.datetime | None = None
+    event_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AppendResult:
+    count: int
+    first_seq: int | None
+    last_seq: int | None
+    head_hash: str | None
+
+
+def normalise_chain(chain: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The processing chain with every documented key present (missing ones ``None``)."""
+    out: dict[str, Any] = {key: None for key in CHAIN_KEYS}
+    if chain:
+        out.update(chain)
+    if out.get("rule_ids") is not None and not isinstance(out["rule_ids"], list):
+        out["rule_ids"] = sorted(out["rule_ids"])
+    return out
+
+
+def lock_chain(session: Session) -> None:
+    """Take the audit chain's lock for the rest of the session's transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock (re-entrant within the transaction). SQLite: the
+    engine opens every transaction with ``BEGIN IMMEDIATE``, so the session already holds the
+    database's write lock from its first statement. Service functions take the lock before they read
+    what they compare against, so concurrent writers see each other's committed results.
+    """
+    if session.connection().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+
+
+def _lock_and_head(session: Session) -> tuple[int, str]:
+    """Take the chain lock and return ``(last seq, last hash)`` (``(0, zeros)`` when empty)."""
+    lock_chain(session)
+    row = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    if row is None:
+        return 0, GENESIS_HASH
+    return int(row[0]), str(row[1])
+
+
+def _next_seqs(session: Session, last_seq: int, n: int) -> list[int]:
+    """``n`` increasing sequence numbers after ``last_seq``, assigned under the chain lock."""
+    if session.connection().dialect.name == "postgresql":
+        rows = session.execute(
+            text("SELECT nextval(pg_get_serial_sequence('audit_events', 'seq')) FROM generate_series(1, :n)"),
+            {"n": n},
+        ).scalars()
+        seqs = sorted(int(v) for v in rows)
+        if seqs and seqs[0] <= last_seq:  # the sequence was reset behind the chain: move it on
+            session.execute(
+                text("SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), :v)"),
+                {"v": last_seq + n},
+            )
+            seqs = list(range(last_seq + 1, last_seq + n + 1))
+        return seqs
+    return list(range(last_seq + 1, last_seq + n + 1))
+
+
+_encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for str
+
+
+def _body_text(  # noqa: PLR0917 - hot path, called once per event
+    event_id: str,
+    occurred_at: str,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    inputs: str | None,
+    chain: str | None,
+    outcome: str | None,
+    trace_id: str | None,
+    prev_hash: str,
+) -> str:
+    """``canonical_json(body)`` assembled from already canonical parts (keys in sorted order).
+
+    Equal to :func:`canonical_json` of the body dict (a test checks it), without re-encoding the
+    nested JSON values of every event.
+    """
+    s = _encode_str
+    return (
+        '{"action":'
+        + s(action)
+        + ',"actor":'
+        + s(actor)
+        + ',"chain":'
+        + (chain or "null")
+        + ',"entity_id":'
+        + s(entity_id)
+        + ',"entity_type":'
+        + s(entity_type)
+        + ',"event_id":'
+        + s(event_id)
+        + ',"inputs":'
+        + (inputs or "null")
+        + ',"occurred_at":'
+        + s(occurred_at)
+        + ',"outcome":'
+        + (outcome or "null")
+        + ',"prev_hash":'
+        + s(prev_hash)
+        + ',"trace_id":'
+        + ("null" if trace_id is None else s(trace_id))
+        + "}"
+    )
+
+
+def _sha(prev_hash: str, body_text: str) -> str:
+    return hashlib.sha256((prev_hash + body_text).encode("utf-8")).hexdigest()
+
+
+#: The audit table with its JSON columns as plain text: rows are inserted with the canonical text
+#: already computed for the hash (PostgreSQL casts the text literal to jsonb on assignment).
+_RAW = table(
+    "audit_events",
+    column("seq", BigInteger()),
+    column("event_id", String()),
+    column("occurred_at", UTCDateTime()),
+    column("actor", String()),
+    column("action", String()),
+    column("entity_type", String()),
+    column("entity_id", String()),
+    column("inputs", Text()),
+    column("chain", Text()),
+    column("outcome", Text()),
+    column("trace_id", String()),
+    column("prev_hash", String()),
+    column("hash", String()),
+)
+
+
+def append_event_rows(session: Session, events: Sequence[AuditEventIn]) -> AppendResult:
+    """Append ``events`` in order inside the session's transaction, without loading them back.
+
+    The bulk path (100k events per call is fine); :func:`append_events` returns ORM objects.
+    """
+    if not events:
+        return AppendResult(0, None, None, None)
+    now = dt.datetime.now(UTC)
+    last_seq, prev = _lock_and_head(session)
+    seqs = _next_seqs(session, last_seq, len(events))
+    batch: list[dict[str, Any]] = []
+    last_ts: tuple[dt.datetime | None, str] = (None, "")
+    cache: dict[int, tuple[Any, str | None]] = {}  # id(obj) -> (obj, text): shared chain dicts
+
+    def jtext(value: Any) -> str | None:
+        if value is None:
+            return None
+        hit = cache.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        text_ = canonical_json(value)
+        if isinstance(value, (dict, list)):
+            cache[id(value)] = (value, text_)
+        return text_
+
+    for seq, ev in zip(seqs, events, strict=True):
+        occurred = ev.occurred_at or now
+        if occurred.tzinfo is None:
+            occurred = occurred.replace(tzinfo=UTC)
+        occurred = occurred.astimezone(UTC)
+        if occurred != last_ts[0]:
+            last_ts = (occurred, iso_utc(occurred))
+        event_id = ev.event_id or str(uuid.uuid4())
+        entity_id = str(ev.entity_id)
+        inputs, chain, outcome = jtext(ev.inputs), jtext(ev.chain), jtext(ev.outcome)
+        digest = _sha(
+            prev,
+            _body_text(
+                event_id,
+                last_ts[1],
+                ev.actor,
+                ev.action,
+                ev.entity_type,
+                entity_id,
+                inputs,
+                chain,
+                outcome,
+                ev.trace_id,
+                prev,
+            ),
+        )
+        batch.append(
+            {
+                "seq": seq,
+                "event_id": event_id,
+                "occurred_at": occurred,
+                "actor": ev.actor,
+                "action": ev.action,
+                "entity_type": ev.entity_type,
+                "entity_id": entity_id,
+                "inputs": inputs,
+                "chain": chain,
+                "outcome": outcome,
+                "trace_id": ev.trace_id,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    bulk_insert(session, _RAW, batch)
+    return AppendResult(len(events), seqs[0], seqs[-1], prev)
+
+
+def append_events(session: Session, events: Sequence[AuditEventIn]) -> list[AuditEvent]:
+    """Append ``events`` in order inside the caller's transaction and return them as stored."""
+    result = append_event_rows(session, events)
+    if result.count == 0:
+        return []
+    return list(
+        session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.seq >= result.first_seq, AuditEvent.seq <= result.last_seq)
+            .order_by(AuditEvent.seq)
+        )
+    )
+
+
+def append_event(session: Session, **fields: Any) -> AuditEvent:
+    """Append one event (keyword arguments of :class:`AuditEventIn`)."""
+    return append_events(session, [AuditEventIn(**fields)])[0]
+
+
+def audit_head(session: Session) -> tuple[int, str] | None:
+    """``(seq, hash)`` of the newest event, or ``None`` for an empty trail."""
+    row = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+# --------------------------------------------------------------------------- verifying
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    count: int
+    head_hash: str | None
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+_VERIFY_COLUMNS = [
+    AuditEvent.seq,
+    AuditEvent.hash,
+    AuditEvent.event_id,
+    AuditEvent.occurred_at,
+    AuditEvent.actor,
+    AuditEvent.action,
+    AuditEvent.entity_type,
+    AuditEvent.entity_id,
+    cast(AuditEvent.inputs, Text),
+    cast(AuditEvent.chain, Text),
+    cast(AuditEvent.outcome, Text),
+    AuditEvent.trace_id,
+    AuditEvent.prev_hash,
+]
+
+
+def _recanon(stored: str | None) -> str | None:
+    return None if stored is None else canonical_json(json.loads(stored))
+
+
+def _batches(conn: Connection | Session, batch_size: int) -> Iterator[list[Any]]:
+    last = None
+    while True:
+        stmt = select(*_VERIFY_COLUMNS).order_by(AuditEvent.seq).limit(batch_size)
+        if last is not None:
+            stmt = stmt.where(AuditEvent.seq > last)
+        rows = list(conn.execute(stmt))
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+
+
+def _verify(conn: Connection | Session, batch_size: int) -> VerifyResult:
+    prev = GENESIS_HASH
+    count = 0
+    head: str | None = None
+    for rows in _batches(conn, batch_size):
+        for (
+            seq,
+            stored_hash,
+            event_id,
+            occurred_at,
+            actor,
+            action,
+            etype,
+            eid,
+            inp,
+            chn,
+            out,
+            trace,
+            prv,
+        ) in rows:
+            if prv != prev:
+                return VerifyResult(
+                    False,
+                    count,
+                    head,
+                    int(seq),
+                    f"event seq {seq}: prev_hash {prv} does not link to the hash of the event before it "
+                    f"({prev}); an event was removed, inserted or re-ordered",
+                )
+            try:
+                body = _body_text(
+                    event_id,
+                    iso_utc(occurred_at),
+                    actor,
+                    action,
+                    etype,
+                    eid,
+                    _recanon(inp),
+                    _recanon(chn),
+                    _recanon(out),
+                    trace,
+                    prv,
+                )
+            except (TypeError, ValueError) as exc:
+                return VerifyResult(
+                    False, count, head, int(seq), f"event seq {seq}: unreadable content ({exc})"
+                )
+            recomputed = _sha(prv, body)
+            if recomputed != stored_hash:
+                return VerifyResult(
+                    False,
+                    count,
+                    head,
+                    int(seq),
+                    f"event seq {seq}: stored hash {stored_hash} but its content hashes to {recomputed}; "
+                    "the event was altered",
+                )
+            prev = head = stored_hash
+            count += 1
+    return VerifyResult(True, count, head)
+
+
+def verify_chain(
+    session_or_engine: Session | Engine | Connection, *, batch_size: int = VERIFY_BATCH
+) -> VerifyResult:
+    """Walk the whole chain in ``seq`` order, in batches, and report the first bad event."""
+    if isinstance(session_or_engine, Engine):
+        with session_or_engine.connect() as conn:
+            return _verify(conn, batch_size)
+    return _verify(session_or_engine, batch_size)
+
+
+def count_events(session: Session) -> int:
+    return int(session.execute(select(func.count()).select_from(AuditEvent)).scalar_one())
+
+
+__all__ = [
+    "AUDIT_LOCK_KEY",
+    "GENESIS_HASH",
+    "AppendResult",
+    "AuditEventIn",
+    "VerifyResult",
+    "append_event",
+    "append_event_rows",
+    "append_events",
+    "audit_head",
+    "canonical_json",
+    "compute_hash",
+    "count_events",
+    "lock_chain",
+    "normalise_chain",
+    "verify_chain",
+]

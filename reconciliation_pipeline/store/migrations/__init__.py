@@ -1,0 +1,1 @@
+"""Alembic migrations of the outcome store (applied by ``store.db.migrate``)."""

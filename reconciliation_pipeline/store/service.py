@@ -1,0 +1,782 @@
+"""Writes and reads of the outcome store.
+
+Every function takes the caller's session first and works inside the caller's transaction; every
+state change appends audit events in that same transaction (commit or roll back together). Writers
+take the audit chain's lock (:func:`audit.lock_chain`) before reading what they compare against, so
+concurrent writers (Dagster partitions, the partner API) apply one after the other.
+
+Bulk paths compare against stored rows loaded in chunks of keys (never one SELECT per row) and write
+with ``executemany``; 100k outcome rows apply in a few seconds on SQLite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import polars as pl
+from sqlalchemy import ColumnElement, Table, select
+from sqlalchemy.orm import Session
+
+from reconciliation_pipeline.frames import (
+    LEDGER_SCHEMA,
+    OUTCOME_SCHEMA,
+    RECORDS,
+    SETTLEMENT_LINE_SCHEMA,
+    STATUSES,
+    conform,
+)
+from reconciliation_pipeline.store.audit import (
+    AuditEventIn,
+    append_event_rows,
+    audit_head,
+    lock_chain,
+    normalise_chain,
+    to_json_value,
+)
+from reconciliation_pipeline.store.db import bulk_insert, bulk_update
+from reconciliation_pipeline.store.models import (
+    ExceptionItem,
+    IngestedFile,
+    MatchGroup,
+    Outcome,
+    SettlementLine,
+    Transaction,
+)
+
+UTC = dt.UTC
+KEY_CHUNK = 5_000
+WRITE_CHUNK = 5_000
+#: Outcome columns whose change is a change of the record's reconciliation state.
+STATE_COLUMNS = ("status", "match_id", "rule_id", "exception_category")
+#: Ledger columns compared when a transaction_id arrives again (provenance columns excluded).
+LEDGER_IDENTITY = (
+    "event_id",
+    "psp",
+    "psp_reference",
+    "original_transaction_id",
+    "kind",
+    "amount_minor",
+    "currency",
+)
+SETTLEMENT_IDENTITY = ("file_sha256", "line_kind", "movement_reference", "amount_minor", "currency")
+SAMPLE_KEYS = 20
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+def _load_by_keys(
+    session: Session, key_col: ColumnElement[Any], columns: Sequence[ColumnElement[Any]], keys: Sequence[str]
+) -> list[Any]:
+    rows: list[Any] = []
+    for chunk in _chunks(list(keys), KEY_CHUNK):
+        rows.extend(session.execute(select(*columns).where(key_col.in_(chunk))).all())
+    return rows
+
+
+def keys_digest(keys: Iterable[str]) -> str:
+    """sha256 of the sorted keys, one a line: names a batch in the audit trail."""
+    h = hashlib.sha256()
+    for key in sorted(keys):
+        h.update(key.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def _require_columns(frame: pl.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")
+
+
+def settlement_key(psp: str, source_file: str, source_row: int) -> str:
+    return f"settlement:{psp}:{source_file}:{source_row}"
+
+
+def ledger_key(transaction_id: str) -> str:
+    return f"ledger:{transaction_id}"
+
+
+def _date_span(frame: pl.DataFrame, column: str) -> list[str | None]:
+    if column not in frame.columns or frame.height == 0:
+        return [None, None]
+    s = frame[column].drop_nulls()
+    if s.len() == 0:
+        return [None, None]
+    lo, hi = s.min(), s.max()
+    return [str(lo), str(hi)]
+
+
+# --------------------------------------------------------------------------- ledger and settlement lines
+
+
+def _upsert_records(
+    session: Session,
+    frame: pl.DataFrame,
+    *,
+    table: Table,
+    key: str,
+    identity: Sequence[str],
+    chain: dict[str, Any],
+    actor: str,
+    action: str,
+    entity_type: str,
+    inputs: dict[str, Any],
+    trace_id: str | None,
+) -> int:
+    lock_chain(session)
+    frame = frame.unique(subset=[key], keep="first", maintain_order=True)
+    keys: list[str] = frame[key].to_list()
+    key_col = table.c[key]
+    stored = {
+        row[0]: tuple(row[1:])
+        for row in _load_by_keys(session, key_col, [key_col, *(table.c[c] for c in identity)], keys)
+    }
+    new_rows: list[dict[str, Any]] = []
+    conflicts: list[str] = []
+    identical = 0
+    for row in frame.iter_rows(named=True):
+        k = row[key]
+        if k in stored:
+            if tuple(row[c] for c in identity) == stored[k]:
+                identical += 1
+            else:
+                conflicts.append(k)
+            continue
+        new_rows.append({c.name: row.get(c.name) for c in table.columns})
+    bulk_insert(session, table, new_rows, ignore_conflicts=True)
+    append_event_rows(
+        session,
+        [
+            AuditEventIn(
+                actor=actor,
+                action=action,
+                entity_type=entity_type,
+                entity_id=keys_digest(keys),
+                inputs={**inputs, "rows": frame.height, "keys_digest": keys_digest(keys)},
+                chain=normalise_chain(chain),
+                outcome={
+                    "inserted": len(new_rows),
+                    "identical": identical,
+                    "conflicting": len(conflicts),
+                    "conflicting_keys": sorted(conflicts)[:SAMPLE_KEYS],
+                },
+                trace_id=trace_id,
+            )
+        ],
+    )
+    return len(new_rows)
+
+
+def upsert_transactions(
+    session: Session, ledger: pl.DataFrame, *, chain: dict[str, Any], actor: str, trace_id: str | None = None
+) -> int:
+    """Insert the ledger records not stored yet; returns how many were inserted.
+
+    A ``transaction_id`` already stored with the same identity (event, amount, currency, ...) is
+    ignored; one stored with a different identity is kept as stored and counted as ``conflicting``
+    in the batch's audit event (``ledger.upserted``).
+    """
+    _require_columns(
+        ledger, ["transaction_id", "event_id", "amount_minor", "currency"], "upsert_transactions"
+    )
+    frame = conform(ledger, LEDGER_SCHEMA)
+    if frame["transaction_id"].null_count():
+        raise ValueError("upsert_transactions: transaction_id is null in some rows")
+    return _upsert_records(
+        session,
+        frame,
+        table=_table(Transaction),
+        key="transaction_id",
+        identity=LEDGER_IDENTITY,
+        chain=chain,
+        actor=actor,
+        action="ledger.upserted",
+        entity_type="ledger_batch",
+        inputs={"business_dates": _date_span(frame, "business_date")},
+        trace_id=trace_id,
+    )
+
+
+def upsert_settlement_lines(
+    session: Session, lines: pl.DataFrame, *, chain: dict[str, Any], actor: str, trace_id: str | None = None
+) -> int:
+    """Insert the settlement lines not stored yet (keyed ``settlement:{psp}:{source_file}:{source_row}``)."""
+    _require_columns(
+        lines, ["psp", "source_file", "source_row", "amount_minor", "currency"], "upsert_settlement_lines"
+    )
+    frame = conform(lines, SETTLEMENT_LINE_SCHEMA)
+    if frame.select(pl.any_horizontal(pl.col("psp", "source_file", "source_row").is_null()).any()).item():
+        raise ValueError("upsert_settlement_lines: psp, source_file or source_row is null in some rows")
+    frame = frame.with_columns(
+        record_key=pl.format("settlement:{}:{}:{}", "psp", "source_file", "source_row")
+    )
+    return _upsert_records(
+        session,
+        frame,
+        table=_table(SettlementLine),
+        key="record_key",
+        identity=SETTLEMENT_IDENTITY,
+        chain=chain,
+        actor=actor,
+        action="settlement_lines.upserted",
+        entity_type="settlement_batch",
+        inputs={
+            "files": sorted(set(frame["source_file"].to_list()))[:SAMPLE_KEYS],
+            "booking_dates": _date_span(frame, "booking_date"),
+        },
+        trace_id=trace_id,
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def find_file(session: Session, *, sha256: str) -> IngestedFile | None:
+    """The registered file with this checksum, if any."""
+    return session.get(IngestedFile, sha256)
+
+
+def register_file(
+    session: Session,
+    *,
+    sha256: str,
+    psp: str,
+    original_name: str,
+    stored_path: str | None,
+    status: str,
+    reason: Any,
+    batch_key: str | None,
+    actor: str,
+    chain: dict[str, Any] | None = None,
+    trace_id: str | None = None,
+) -> tuple[IngestedFile, bool]:
+    """Register a received file; ``(file, False)`` when its sha256 or ``(psp, batch_key)`` is known.
+
+    A new file writes ``file.accepted`` or ``file.quarantined`` (with its reason) to the audit trail.
+    """
+    if status not in ("accepted", "quarantined"):
+        raise ValueError(f"register_file: status must be accepted or quarantined, not {status!r}")
+    lock_chain(session)
+    existing = session.get(IngestedFile, sha256)
+    if existing is None and batch_key is not None:
+        existing = session.scalars(
+            select(IngestedFile).where(IngestedFile.psp == psp, IngestedFile.batch_key == batch_key)
+        ).first()
+    if existing is not None:
+        return existing, False
+    reason_json = to_json_value(reason)
+    record = IngestedFile(
+        sha256=sha256,
+        psp=psp,
+        original_name=original_name,
+        stored_path=stored_path,
+        status=status,
+        reason=reason_json,
+        batch_key=batch_key,
+        registered_at=_now(),
+    )
+    session.add(record)
+    session.flush()
+    append_event_rows(
+        session,
+        [
+            AuditEventIn(
+                actor=actor,
+                action=f"file.{status}",
+                entity_type="file",
+                entity_id=sha256,
+                inputs={"original_name": original_name, "psp": psp, "batch_key": batch_key, "sha256": sha256},
+                chain=normalise_chain(chain),
+                outcome={"status": status, "stored_path": stored_path, "reason": reason_json},
+                trace_id=trace_id,
+            )
+        ],
+    )
+    return record, True
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyResult:
+    inserted: int
+    changed: int
+    unchanged: int
+    skipped_older: int
+    exceptions_opened: int = 0
+    exceptions_resolved: int = 0
+
+
+_PREV_SCHEMA: dict[str, pl.DataType] = {
+    "record_key": pl.String(),
+    "status_prev": pl.String(),
+    "match_id_prev": pl.String(),
+    "rule_id_prev": pl.String(),
+    "exception_category_prev": pl.String(),
+    "as_of_date_prev": pl.Date(),
+    "_stored": pl.Boolean(),
+}
+
+
+def _keyed_outcomes(outcomes: pl.DataFrame) -> pl.DataFrame:
+    _require_columns(outcomes, ["record", "status"], "apply_outcomes")
+    df = conform(outcomes, OUTCOME_SCHEMA)
+    bad_record = df.filter(~pl.col("record").is_in(list(RECORDS)) | pl.col("record").is_null())
+    if bad_record.height:
+        raise ValueError(f"apply_outcomes: record must be one of {RECORDS}; got {bad_record['record'][0]!r}")
+    bad_status = df.filter(~pl.col("status").is_in(list(STATUSES)) | pl.col("status").is_null())
+    if bad_status.height:
+        raise ValueError(f"apply_outcomes: status must be one of {STATUSES}; got {bad_status['status'][0]!r}")
+    df = df.with_columns(
+        record_key=pl.when(pl.col("record") == "ledger")
+        .then(pl.lit("ledger:") + pl.col("transaction_id"))
+        .otherwise(pl.format("settlement:{}:{}:{}", "psp", "source_file", "source_row"))
+    )
+    if df["record_key"].null_count():
+        row = df.filter(pl.col("record_key").is_null()).row(0, named=True)
+        raise ValueError(
+            "apply_outcomes: a ledger outcome needs transaction_id, a settlement outcome psp, source_file "
+            f"and source_row; got {row}"
+        )
+    dupes = df.filter(pl.col("record_key").is_duplicated())
+    if dupes.height:
+        sample = dupes["record_key"].unique().sort().head(5).to_list()
+        raise ValueError(f"apply_outcomes: {dupes.height} rows share a record key, e.g. {sample}")
+    return df
+
+
+def _stored_outcomes(session: Session, keys: Sequence[str]) -> pl.DataFrame:
+    o = _table(Outcome).c
+    rows = _load_by_keys(
+        session,
+        o.record_key,
+        [o.record_key, o.status, o.match_id, o.rule_id, o.exception_category, o.as_of_date],
+        keys,
+    )
+    return (
+        pl.DataFrame([(*r, True) for r in rows], schema=_PREV_SCHEMA, orient="row")
+        if rows
+        else pl.DataFrame(schema=_PREV_SCHEMA)
+    )
+
+
+def _evidence_by_key(evidence: pl.DataFrame | None, keys: set[str]) -> dict[str, Any]:
+    if evidence is None or evidence.height == 0 or not keys:
+        return {}
+    _require_columns(evidence, ["record_key", "evidence"], "apply_outcomes evidence")
+    ev = evidence.filter(pl.col("record_key").is_in(list(keys))).unique("record_key", keep="last")
+    out: dict[str, Any] = {}
+    is_text = ev.schema["evidence"] == pl.String
+    for key, value in zip(ev["record_key"].to_list(), ev["evidence"].to_list(), strict=True):
+        out[key] = to_json_value(_maybe_json(value) if is_text else value)
+    return out
+
+
+def _maybe_json(value: Any) -> Any:
+    """Evidence given as JSON text is stored as JSON; other text is stored as a string."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _state(row: dict[str, Any], suffix: str = "") -> dict[str, Any]:
+    return {c: row[c + suffix] for c in STATE_COLUMNS}
+
+
+def apply_outcomes(
+    session: Session,
+    outcomes: pl.DataFrame,
+    *,
+    as_of: dt.date,
+    chain: dict[str, Any],
+    actor: str,
+    evidence: pl.DataFrame | None = None,
+    trace_id: str | None = None,
+) -> ApplyResult:
+    """Write reconciliation outcomes computed as of ``as_of`` (the run's business date).
+
+    Per record (``ledger:{transaction_id}`` / ``settlement:{psp}:{source_file}:{source_row}``):
+
+    * not stored yet: inserted (``outcome.written``);
+    * stored with the same status, match_id, rule_id and exception_category: unchanged (nothing is
+      written, whatever the dates);
+    * stored with a different state and a stored ``as_of_date`` later than ``as_of``: not applied,
+      counted in ``skipped_older`` (an old business date re-run never overwrites a newer result);
+    * otherwise: replaced (``outcome.changed``, with the previous state in the event's inputs).
+
+    A record entering ``exception`` opens an exceptions row (evidence from ``evidence``: columns
+    ``record_key`` and ``evidence``, JSON text or nested values); one leaving it resolves the open
+    row with ``auto_rematched`` (``auto_recategorised`` when only the category changed, followed by a
+    new open row). Match groups of written rows are created. Each write is an audit event.
+    """
+    df = _keyed_outcomes(outcomes)
+    chain_n = normalise_chain(chain)
+    run_id = chain_n.get("run_id")
+    run_id = None if run_id is None else str(run_id)
+    now = _now()
+
+    lock_chain(session)
+    stored = _stored_outcomes(session, df["record_key"].to_list())
+    joined = df.join(stored, on="record_key", how="left").with_columns(pl.col("_stored").fill_null(False))
+    same = pl.lit(True)
+    for c in STATE_COLUMNS:
+        same = same & pl.col(c).eq_missing(pl.col(f"{c}_prev"))
+    joined = joined.with_columns(
+        _action=pl.when(~pl.col("_stored"))
+        .then(pl.lit("insert"))
+        .when(same)
+        .then(pl.lit("unchanged"))
+        .when(pl.col("as_of_date_prev") > pl.lit(as_of))
+        .then(pl.lit("older"))
+        .otherwise(pl.lit("change"))
+    )
+    counts = dict(joined.group_by("_action").len().iter_rows())
+    written = joined.filter(pl.col("_action").is_in(["insert", "change"]))
+
+    # match groups first (outcomes reference them)
+    groups = (
+        written.filter(pl.col("match_id").is_not_null())
+        .group_by("match_id")
+        .agg(pl.col("rule_id").drop_nulls().first(), pl.col("business_date").min())
+        .sort("match_id")
+    )
+    if groups.height:
+        rows = [
+            {"match_id": m, "rule_id": r, "business_date": b, "as_of_date": as_of, "run_id": run_id}
+            for m, r, b in groups.iter_rows()
+        ]
+        bulk_insert(session, _table(MatchGroup), rows, ignore_conflicts=True)
+
+    out_cols = [
+        "record_key",
+        "record",
+        "transaction_id",
+        "psp",
+        "source_file",
+        "source_row",
+        *STATE_COLUMNS,
+        "business_date",
+    ]
+    inserts = written.filter(pl.col("_action") == "insert")
+    if inserts.height:
+        ins_rows = inserts.select(out_cols).to_dicts()
+        for r in ins_rows:
+            r["as_of_date"] = as_of
+            r["run_id"] = run_id
+            r["updated_at"] = now
+        bulk_insert(session, _table(Outcome), ins_rows)
+    changes = written.filter(pl.col("_action") == "change")
+    if changes.height:
+        bulk_update(
+            session,
+            _table(Outcome),
+            "record_key",
+            changes.select("record_key", *STATE_COLUMNS).to_dicts(),
+            constants={"as_of_date": as_of, "run_id": run_id, "updated_at": now},
+        )
+
+    # audit: one event per written outcome row, in input order
+    events: list[AuditEventIn] = []
+    as_of_s = as_of.isoformat()
+    for row in written.select(
+        "record_key",
+        "_action",
+        pl.col("business_date").cast(pl.String),
+        *STATE_COLUMNS,
+        *(f"{c}_prev" for c in STATE_COLUMNS),
+        pl.col("as_of_date_prev").cast(pl.String),
+    ).iter_rows(named=True):
+        changed = row["_action"] == "change"
+        previous = {**_state(row, "_prev"), "as_of_date": row["as_of_date_prev"]} if changed else None
+        events.append(
+            AuditEventIn(
+                actor=actor,
+                action="outcome.changed" if changed else "outcome.written",
+                entity_type="outcome",
+                entity_id=row["record_key"],
+                inputs={"previous": previous, "as_of": as_of_s},
+                chain=chain_n,
+                outcome={**_state(row), "business_date": row["business_date"]},
+                trace_id=trace_id,
+                occurred_at=now,
+            )
+        )
+
+    opened, resolved = _sync_exceptions(
+        session,
+        written,
+        as_of=as_of,
+        now=now,
+        actor=actor,
+        evidence=evidence,
+        chain=chain_n,
+        trace_id=trace_id,
+        events=events,
+    )
+    append_event_rows(session, events)
+    return ApplyResult(
+        inserted=counts.get("insert", 0),
+        changed=counts.get("change", 0),
+        unchanged=counts.get("unchanged", 0),
+        skipped_older=counts.get("older", 0),
+        exceptions_opened=opened,
+        exceptions_resolved=resolved,
+    )
+
+
+def _sync_exceptions(
+    session: Session,
+    written: pl.DataFrame,
+    *,
+    as_of: dt.date,
+    now: dt.datetime,
+    actor: str,
+    evidence: pl.DataFrame | None,
+    chain: dict[str, Any],
+    trace_id: str | None,
+    events: list[AuditEventIn],
+) -> tuple[int, int]:
+    was_exc = pl.col("status_prev").fill_null("") == "exception"
+    is_exc = pl.col("status") == "exception"
+    cat_changed = ~pl.col("exception_category").eq_missing(pl.col("exception_category_prev"))
+    flagged = written.with_columns(
+        _enter=is_exc & (~was_exc | cat_changed),
+        _leave=was_exc & (~is_exc | cat_changed),
+    ).filter(pl.col("_enter") | pl.col("_leave"))
+    if flagged.height == 0:
+        return 0, 0
+    e = _table(ExceptionItem).c
+    open_rows = {
+        r[1]: (r[0], r[2])
+        for r in _load_by_keys(
+            session, e.record_key, [e.id, e.record_key, e.category, e.state], flagged["record_key"].to_list()
+        )
+        if r[3] == "open"
+    }
+    as_of_s = as_of.isoformat()
+
+    # resolve
+    to_resolve = []
+    for key, status, category in (
+        flagged.filter(pl.col("_leave")).select("record_key", "status", "exception_category").iter_rows()
+    ):
+        if key not in open_rows:
+            continue
+        exc_id, old_category = open_rows.pop(key)
+        code = "auto_rematched" if status != "exception" else "auto_recategorised"
+        note = f"{old_category} -> {category if status == 'exception' else status} as of {as_of_s}"
+        to_resolve.append(
+            {
+                "id": exc_id,
+                "resolution_code": code,
+                "resolution_note": note,
+                "resolved_by": actor,
+                "resolved_at": now,
+            }
+        )
+        events.append(
+            AuditEventIn(
+                actor=actor,
+                action="exception.resolved",
+                entity_type="exception",
+                entity_id=key,
+                inputs={"exception_id": exc_id, "category": old_category, "as_of": as_of_s},
+                chain=chain,
+                outcome={
+                    "state": "resolved",
+                    "resolution_code": code,
+                    "resolution_note": note,
+                    "status": status,
+                },
+                trace_id=trace_id,
+                occurred_at=now,
+            )
+        )
+    if to_resolve:
+        bulk_update(session, _table(ExceptionItem), "id", to_resolve, constants={"state": "resolved"})
+
+    # open
+    entering = flagged.filter(pl.col("_enter") & ~pl.col("record_key").is_in(list(open_rows)))
+    if entering.height:
+        ev = _evidence_by_key(evidence, set(entering["record_key"].to_list()))
+        new_rows = [
+            {"record_key": k, "category": c, "state": "open", "opened_as_of": as_of, "evidence": ev.get(k)}
+            for k, c in entering.select("record_key", "exception_category").iter_rows()
+        ]
+        for r in new_rows:
+            if r["category"] is None:
+                r["category"] = "uncategorised"
+        bulk_insert(session, _table(ExceptionItem), new_rows)
+        ids = {
+            r[1]: r[0]
+            for r in _load_by_keys(
+                session, e.record_key, [e.id, e.record_key, e.state], [r["record_key"] for r in new_rows]
+            )
+            if r[2] == "open"
+        }
+        for r in new_rows:
+            events.append(
+                AuditEventIn(
+                    actor=actor,
+                    action="exception.opened",
+                    entity_type="exception",
+                    entity_id=r["record_key"],
+                    inputs={"as_of": as_of_s, "evidence": r["evidence"]},
+                    chain=chain,
+                    outcome={
+                        "exception_id": ids.get(r["record_key"]),
+                        "state": "open",
+                        "category": r["category"],
+                    },
+                    trace_id=trace_id,
+                    occurred_at=now,
+                )
+            )
+    return entering.height, len(to_resolve)
+
+
+def resolve_exception(
+    session: Session,
+    *,
+    exception_id: int,
+    resolution_code: str,
+    note: str | None,
+    actor: str,
+    chain: dict[str, Any] | None = None,
+    trace_id: str | None = None,
+) -> ExceptionItem:
+    """Resolve an open exception by hand (the operator's queue); writes ``exception.resolved``."""
+    lock_chain(session)
+    item = session.get(ExceptionItem, exception_id)
+    if item is None:
+        raise LookupError(f"exception {exception_id} does not exist")
+    if item.state != "open":
+        raise ValueError(f"exception {exception_id} is already {item.state} ({item.resolution_code})")
+    item.state = "resolved"
+    item.resolution_code = resolution_code
+    item.resolution_note = note
+    item.resolved_by = actor
+    item.resolved_at = _now()
+    session.flush()
+    append_event_rows(
+        session,
+        [
+            AuditEventIn(
+                actor=actor,
+                action="exception.resolved",
+                entity_type="exception",
+                entity_id=item.record_key,
+                inputs={"exception_id": item.id, "category": item.category},
+                chain=normalise_chain(chain),
+                outcome={"state": "resolved", "resolution_code": resolution_code, "resolution_note": note},
+                trace_id=trace_id,
+            )
+        ],
+    )
+    return item
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def export_outcomes(session: Session) -> pl.DataFrame:
+    """The outcome export: ``frames.OUTCOME_SCHEMA`` columns and dtypes, latest state per record,
+    sorted by record, psp, source_file, source_row, transaction_id (nulls last)."""
+    o = _table(Outcome).c
+    cols = [o[name] for name in OUTCOME_SCHEMA]
+    frames: list[pl.DataFrame] = []
+    result = session.execute(select(*cols).execution_options(yield_per=50_000))
+    for part in result.partitions():
+        frames.append(pl.DataFrame([tuple(r) for r in part], schema=OUTCOME_SCHEMA, orient="row"))
+    df = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=OUTCOME_SCHEMA)
+    return df.sort(["record", "psp", "source_file", "source_row", "transaction_id"], nulls_last=True)
+
+
+def _row_dict(obj: Any) -> dict[str, Any]:
+    return {c.key: getattr(obj, c.key) for c in obj.__table__.columns}
+
+
+def get_transaction(session: Session, transaction_id: str) -> dict[str, Any] | None:
+    """One ledger transaction for the partner API, or ``None`` when neither booked nor reconciled.
+
+    ``{"transaction": {...} | None, "outcome": {...} | None, "settlement_lines": [{..., "outcome":
+    {...}}], "exceptions": [...]}``; the settlement lines are those sharing the outcome's match_id.
+    """
+    txn = session.get(Transaction, transaction_id)
+    outcome = session.get(Outcome, ledger_key(transaction_id))
+    if txn is None and outcome is None:
+        return None
+    lines: list[dict[str, Any]] = []
+    if outcome is not None and outcome.match_id is not None:
+        rows = session.execute(
+            select(Outcome, SettlementLine)
+            .outerjoin(SettlementLine, SettlementLine.record_key == Outcome.record_key)
+            .where(Outcome.match_id == outcome.match_id, Outcome.record == "settlement")
+            .order_by(Outcome.psp, Outcome.source_file, Outcome.source_row)
+        ).all()
+        for out_row, line in rows:
+            item: dict[str, Any] = (
+                _row_dict(line)
+                if line is not None
+                else {
+                    "record_key": out_row.record_key,
+                    "psp": out_row.psp,
+                    "source_file": out_row.source_file,
+                    "source_row": out_row.source_row,
+                }
+            )
+            item["outcome"] = _row_dict(out_row)
+            lines.append(item)
+    exceptions = [
+        _row_dict(x)
+        for x in session.scalars(
+            select(ExceptionItem)
+            .where(ExceptionItem.record_key == ledger_key(transaction_id))
+            .order_by(ExceptionItem.id)
+        )
+    ]
+    return {
+        "transaction": None if txn is None else _row_dict(txn),
+        "outcome": None if outcome is None else _row_dict(outcome),
+        "settlement_lines": lines,
+        "exceptions": exceptions,
+    }
+
+
+__all__ = [
+    "ApplyResult",
+    "apply_outcomes",
+    "audit_head",
+    "export_outcomes",
+    "get_transaction",
+    "keys_digest",
+    "ledger_key",
+    "register_file",
+    "resolve_exception",
+    "settlement_key",
+    "upsert_settlement_lines",
+    "upsert_transactions",
+]
