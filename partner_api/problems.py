@@ -12,7 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any
+) -> JSONResponse:
     body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
@@ -25,8 +27,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"location": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        return problem(422, "Unprocessable Content", "the request is not valid", instance=request.url.path,
-                       errors=errors)
+        return problem(
+            422, "Unprocessable Content", "the request is not valid", instance=request.url.path, errors=errors
+        )
 
 
 def _title(status: int) -> str:

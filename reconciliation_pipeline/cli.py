@@ -6,22 +6,22 @@ State is located by ``RECON_DATA_DIR``, ``RECON_DATABASE_URL`` and ``DAGSTER_HOM
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .settings import Settings, dagster_home
 
-app = typer.Typer(help="Payment reconciliation for regulated iGaming operators.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="Payment reconciliation for regulated iGaming operators.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 outcomes_app = typer.Typer(help="The outcome export.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
@@ -46,31 +46,39 @@ def _lake_and_engine(settings: Settings):  # type: ignore[no-untyped-def]
     return lake, engine
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
 
 
 @app.command()
 def land(
-    from_jsonl: Annotated[Path | None, typer.Option("--from-jsonl", exists=True, dir_okay=False,
-                                                    help="A file of events, one JSON object a line")] = None,
+    from_jsonl: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-jsonl", exists=True, dir_okay=False, help="A file of events, one JSON object a line"
+        ),
+    ] = None,
     bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", help="Kafka H:P")] = None,
     topic: Annotated[str, typer.Option(help="Kafka topic")] = "payments.transactions.v1",
     group_id: Annotated[str, typer.Option("--group-id")] = "recon-lander",
-    until_idle: Annotated[float | None, typer.Option("--until-idle", help="Exit after S idle seconds")] = None,
+    until_idle: Annotated[
+        float | None, typer.Option("--until-idle", help="Exit after S idle seconds")
+    ] = None,
 ) -> None:
     """Land transaction events into landing/transactions/date=YYYY-MM-DD/ (bad events are dead-lettered)."""
-    from .landing import land_jsonl
     from .lake import Lake
+    from .landing import land_jsonl
 
     settings = _settings()
     if (from_jsonl is None) == (bootstrap_servers is None):
         err.print("[red]Give exactly one of --from-jsonl FILE or --bootstrap-servers H:P.[/red]")
         raise typer.Exit(2)
     if bootstrap_servers is not None:
-        err.print("[red]Landing from Kafka (--bootstrap-servers) is not built yet; land a replay file with "
-                  "--from-jsonl instead.[/red]")
+        err.print(
+            "[red]Landing from Kafka (--bootstrap-servers) is not built yet; land a replay file with "
+            "--from-jsonl instead.[/red]"
+        )
         raise typer.Exit(2)
     assert from_jsonl is not None
     lake = Lake(settings.data_path)
@@ -81,10 +89,14 @@ def land(
     if len(result.problems) > 20:
         err.print(f"... and {len(result.problems) - 20} more")
     days = ", ".join(d.isoformat() for d in sorted(result.business_dates)) or "none"
-    console.print(f"Landed {result.landed} events into {len(result.files)} file(s) for business dates: {days}.")
+    console.print(
+        f"Landed {result.landed} events into {len(result.files)} file(s) for business dates: {days}."
+    )
     if result.quarantined:
-        err.print(f"[red]{result.quarantined} event(s) broke the transaction-event v1 schema and were "
-                  f"dead-lettered to {result.dead_letter}[/red]")
+        err.print(
+            f"[red]{result.quarantined} event(s) broke the transaction-event v1 schema and were "
+            f"dead-lettered to {result.dead_letter}[/red]"
+        )
         raise typer.Exit(1)
 
 
@@ -110,7 +122,9 @@ def ingest(
             console.print(f"[yellow]duplicate[/yellow] {outcome.message}")
         else:
             days = ", ".join(d.isoformat() for d in outcome.business_dates)
-            console.print(f"[green]accepted[/green] {outcome.message} (business dates {days}) -> {outcome.path}")
+            console.print(
+                f"[green]accepted[/green] {outcome.message} (business dates {days}) -> {outcome.path}"
+            )
     if refused:
         raise typer.Exit(1)
 
@@ -206,4 +220,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -13,8 +13,8 @@ from rich.table import Table
 from .demo.generator import DemoConfig, generate
 from .export import write_export
 from .ingest import ingest_file
-from .landing import land_jsonl
 from .lake import Lake
+from .landing import land_jsonl
 from .matching.accuracy import Accuracy, measure
 from .runner import DateRun, run_range
 from .settings import Settings, dagster_home
@@ -37,19 +37,33 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
     lake = Lake(settings.data_path)
     lake.ensure()
     home = dagster_home()
-    config = DemoConfig(seed=seed, days=days, transactions_per_day=per_day, business_tz=settings.business_tz,
-                        settlement_lag_days=settings.settlement_lag_days)
+    config = DemoConfig(
+        seed=seed,
+        days=days,
+        transactions_per_day=per_day,
+        business_tz=settings.business_tz,
+        settlement_lag_days=settings.settlement_lag_days,
+    )
     first = config.start
     last = config.start + dt.timedelta(days=days - 1)
 
     console.rule("1. Generate")
     manifest = generate(lake.root / "demo-input", config)
-    console.print(f"Generated {manifest.counts} into {manifest.root}")
+    c = manifest.counts
+    psp_files = sum(c[f"files_{p}"] for p in ("adyen", "stripe", "paypal"))
+    console.print(
+        f"Generated {c['ledger_records']:,} ledger records ({c['event_lines']:,} event lines, of which "
+        f"{c['event_redeliveries']} redeliveries and {c['invalid_events']} invalid), "
+        f"{c['settlement_rows']:,} PSP file rows in {psp_files} files and "
+        f"{c['bank_entries']} bank entries in {c['files_bank']} camt.053 statements, into {manifest.root}"
+    )
 
     console.rule("2. Land events (recon land --from-jsonl)")
     landed = land_jsonl(manifest.events_file, lake=lake, tz=settings.business_tz)
-    console.print(f"Landed {landed.landed} events; {landed.quarantined} dead-lettered"
-                  + (f" to {landed.dead_letter}" if landed.dead_letter else ""))
+    console.print(
+        f"Landed {landed.landed} events; {landed.quarantined} dead-lettered"
+        + (f" to {landed.dead_letter}" if landed.dead_letter else "")
+    )
     for problem in landed.problems[:5]:
         console.print(f"  [yellow]dead-lettered[/yellow] {problem}")
 
@@ -76,10 +90,11 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
     export_csv = exports / "outcomes.csv"
     frame = write_export(engine, export_csv, "csv")
     write_export(engine, exports / "outcomes.parquet", "parquet")
-    truth = pl.read_csv(manifest.ground_truth_file, schema_overrides={"business_date": pl.Date,
-                                                                      "source_row": pl.Int64},
-                        infer_schema_length=0).with_columns(
-        pl.col("source_row").cast(pl.Int64), pl.col("business_date").cast(pl.Date))
+    truth = pl.read_csv(
+        manifest.ground_truth_file,
+        schema_overrides={"business_date": pl.Date, "source_row": pl.Int64},
+        infer_schema_length=0,
+    ).with_columns(pl.col("source_row").cast(pl.Int64), pl.col("business_date").cast(pl.Date))
     acc = measure(frame, truth)
     console.print(accuracy_table(acc))
 
@@ -87,7 +102,9 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
     env = f"RECON_DATA_DIR={settings.data_path} DAGSTER_HOME={home}"
     if os.environ.get("RECON_DATABASE_URL"):
         env += " RECON_DATABASE_URL=$RECON_DATABASE_URL"
-    console.print(f"Dagster UI:      {env} .venv/bin/dagster dev -w workspace.yaml  (then http://127.0.0.1:3000)")
+    console.print(
+        f"Dagster UI:      {env} .venv/bin/dagster dev -w workspace.yaml  (then http://127.0.0.1:3000)"
+    )
     console.print(f"Outcome export:  {export_csv} (and outcomes.parquet)")
     console.print(f"Daily reports:   {lake.reports}/date=YYYY-MM-DD/daily_summary.csv")
     console.print(f"Quarantine:      {lake.quarantine}")
@@ -102,4 +119,4 @@ def _show_run(console: Console, run: DateRun) -> None:
     console.print(f"{mark} {run.day}  Dagster run {run.run_id[:8]}{extra}")
 
 
-__all__ = ["run_demo", "Path"]
+__all__ = ["Path", "run_demo"]

@@ -19,9 +19,9 @@ def read_export(engine: Engine) -> pl.DataFrame:
 def write_export(engine: Engine, out: Path, fmt: str) -> pl.DataFrame:
     frame = read_export(engine)
     if fmt == "csv":
-        atomic_write(out, lambda tmp: frame.write_csv(tmp))
+        atomic_write(out, frame.write_csv)
     elif fmt == "parquet":
-        atomic_write(out, lambda tmp: frame.write_parquet(tmp))
+        atomic_write(out, frame.write_parquet)
     else:
         raise ValueError(f"unknown export format {fmt!r}: use csv or parquet")
     return frame

@@ -6,8 +6,8 @@ These are the internal contracts: parsers produce :data:`SETTLEMENT_LINE_SCHEMA`
 
 from __future__ import annotations
 
-import polars as pl
 import pandera.polars as pa
+import polars as pl
 
 UTC_TS = pl.Datetime("us", "UTC")
 
@@ -46,46 +46,69 @@ LEDGER_SCHEMA: dict[str, pl.DataType] = {
 }
 
 LINE_KINDS = (
-    "capture", "refund", "refund_reversal", "chargeback", "chargeback_reversal", "payout_to_player",
-    "payout_to_player_reversal", "fee", "merchant_payout", "balance_transfer", "adjustment",
-    "bank_credit", "bank_debit", "other",
+    "capture",
+    "refund",
+    "refund_reversal",
+    "chargeback",
+    "chargeback_reversal",
+    "payout_to_player",
+    "payout_to_player_reversal",
+    "fee",
+    "merchant_payout",
+    "balance_transfer",
+    "adjustment",
+    "bank_credit",
+    "bank_debit",
+    "other",
 )
 PLAYER_LINE_KINDS = frozenset(
-    {"capture", "refund", "refund_reversal", "chargeback", "chargeback_reversal", "payout_to_player",
-     "payout_to_player_reversal"}
+    {
+        "capture",
+        "refund",
+        "refund_reversal",
+        "chargeback",
+        "chargeback_reversal",
+        "payout_to_player",
+        "payout_to_player_reversal",
+    }
 )
 
 #: One normalised row of a PSP settlement file or bank statement, with provenance.
 SETTLEMENT_LINE_SCHEMA: dict[str, pl.DataType] = {
-    "psp": pl.String(),                 # adyen | stripe | paypal | bank
-    "source_file": pl.String(),         # basename of the landed file
-    "source_row": pl.Int64(),           # 1-based data row (DESIGN.md: CSV row, n-th SB, n-th Ntry)
+    "psp": pl.String(),  # adyen | stripe | paypal | bank
+    "source_file": pl.String(),  # basename of the landed file
+    "source_row": pl.Int64(),  # 1-based data row (DESIGN.md: CSV row, n-th SB, n-th Ntry)
     "file_sha256": pl.String(),
-    "batch_id": pl.String(),            # PSP batch / payout / report / statement id
-    "account_id": pl.String(),          # merchant account, PayPal account, IBAN
-    "record_type": pl.String(),         # the PSP's own row type (Adyen Type, Stripe category, T-code, CRDT)
-    "line_kind": pl.String(),           # normalised, one of LINE_KINDS
+    "batch_id": pl.String(),  # PSP batch / payout / report / statement id
+    "account_id": pl.String(),  # merchant account, PayPal account, IBAN
+    "record_type": pl.String(),  # the PSP's own row type (Adyen Type, Stripe category, T-code, CRDT)
+    "line_kind": pl.String(),  # normalised, one of LINE_KINDS
     "moves_player_money": pl.Boolean(),
     "movement_reference": pl.String(),  # PSP id of this money movement (the ledger's psp_reference)
-    "payment_reference": pl.String(),   # PSP id of the original payment
+    "payment_reference": pl.String(),  # PSP id of the original payment
     "merchant_reference": pl.String(),  # operator's reference (a transaction_id)
-    "payout_reference": pl.String(),    # reference a bank credit carries for a merchant payout row
-    "remittance_info": pl.String(),     # bank entries: end-to-end id, remittance text, additional info
+    "payout_reference": pl.String(),  # reference a bank credit carries for a merchant payout row
+    "remittance_info": pl.String(),  # bank entries: end-to-end id, remittance text, additional info
     "booked_at": UTC_TS,
-    "booking_date": pl.Date(),          # the PSP's booking date in the file's own time zone
-    "amount_minor": pl.Int64(),         # signed gross, merchant's view (+ = money to the merchant)
+    "booking_date": pl.Date(),  # the PSP's booking date in the file's own time zone
+    "amount_minor": pl.Int64(),  # signed gross, merchant's view (+ = money to the merchant)
     "currency": pl.String(),
-    "fee_minor": pl.Int64(),            # fees on this row in net_currency (+ = charged)
-    "net_amount_minor": pl.Int64(),     # signed, net_currency
+    "fee_minor": pl.Int64(),  # fees on this row in net_currency (+ = charged)
+    "net_amount_minor": pl.Int64(),  # signed, net_currency
     "net_currency": pl.String(),
-    "exchange_rate": pl.String(),       # decimal text, gross -> net currency
+    "exchange_rate": pl.String(),  # decimal text, gross -> net currency
 }
 
 RECORDS = ("ledger", "settlement")
 STATUSES = ("matched", "exception", "pending")
 EXCEPTION_CATEGORIES = (
-    "missing_in_psp", "missing_in_ledger", "amount_mismatch", "currency_mismatch",
-    "duplicate_settlement", "duplicate_booking", "unlinked_adjustment",
+    "missing_in_psp",
+    "missing_in_ledger",
+    "amount_mismatch",
+    "currency_mismatch",
+    "duplicate_settlement",
+    "duplicate_booking",
+    "unlinked_adjustment",
 )
 
 #: The outcome export of DESIGN.md, column for column.
@@ -135,7 +158,7 @@ class SettlementLineModel(pa.DataFrameModel):
 
     class Config:
         strict = False
-        unique = ["file_sha256", "source_row"]
+        unique = ["file_sha256", "source_row"]  # noqa: RUF012 - pandera reads a list
 
 
 class LedgerModel(pa.DataFrameModel):

@@ -45,15 +45,16 @@ def parsed_path(lake: Lake, psp: str, sha: str) -> Path:
     return lake.lake / "parsed" / psp / f"{sha}.parquet"
 
 
-def _quarantine(lake: Lake, psp: str, name: str, sha: str, data: bytes, problem: Problem) -> Path:
+def _quarantine(lake: Lake, *, psp: str, name: str, sha: str, data: bytes, problem: Problem) -> Path:
     folder = lake.quarantine / psp
     target = folder / name
     if target.exists() and sha256_bytes(target.read_bytes()) != sha:
         target = folder / f"{Path(name).stem}.{sha[:12]}{Path(name).suffix}"
     atomic_write_bytes(target, data)
     reason = {**problem.as_dict(), "psp": psp, "sha256": sha, "quarantined_file": target.name}
-    atomic_write_bytes(target.with_name(target.name + ".reason.json"),
-                       json.dumps(reason, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(
+        target.with_name(target.name + ".reason.json"), json.dumps(reason, indent=2, sort_keys=True).encode()
+    )
     return target
 
 
@@ -68,8 +69,17 @@ def _landing_target(lake: Lake, psp: str, name: str, sha: str, frame: pl.DataFra
     return target
 
 
-def accept_bytes(data: bytes, *, name: str, psp: str, lake: Lake, engine: Engine, actor: str,
-                 chain: dict[str, object], landed_at: Path | None = None) -> IngestOutcome:
+def accept_bytes(
+    data: bytes,
+    *,
+    name: str,
+    psp: str,
+    lake: Lake,
+    engine: Engine,
+    actor: str,
+    chain: dict[str, object],
+    landed_at: Path | None = None,
+) -> IngestOutcome:
     """Parse ``data`` as ``psp``'s format and accept, recognise or quarantine it as a whole.
 
     ``landed_at`` is set when the file already lies in the landing folder (dropped there directly);
@@ -83,17 +93,31 @@ def accept_bytes(data: bytes, *, name: str, psp: str, lake: Lake, engine: Engine
     if known is not None:
         if landed_at is not None and known.stored_path != str(landed_at):
             landed_at.unlink(missing_ok=True)
-        return IngestOutcome("duplicate", psp, name, sha,
-                             f"{name}: already registered on {known.registered_at:%Y-%m-%d} as "
-                             f"{known.original_name} ({known.status}); not counted again")
+        return IngestOutcome(
+            "duplicate",
+            psp,
+            name,
+            sha,
+            f"{name}: already registered on {known.registered_at:%Y-%m-%d} as "
+            f"{known.original_name} ({known.status}); not counted again",
+        )
     try:
         frame = registry.parse_as(psp, data, name)
     except FormatError as exc:
-        target = _quarantine(lake, psp, name, sha, data, exc.problem)
+        target = _quarantine(lake, psp=psp, name=name, sha=sha, data=data, problem=exc.problem)
         with db.session_scope(engine) as session:
-            service.register_file(session, sha256=sha, psp=psp, original_name=name, stored_path=str(target),
-                                  status="quarantined", reason=exc.problem.as_dict(), batch_key=None,
-                                  actor=actor, chain=chain)
+            service.register_file(
+                session,
+                sha256=sha,
+                psp=psp,
+                original_name=name,
+                stored_path=str(target),
+                status="quarantined",
+                reason=exc.problem.as_dict(),
+                batch_key=None,
+                actor=actor,
+                chain=chain,
+            )
         if landed_at is not None:
             landed_at.unlink(missing_ok=True)
         return IngestOutcome("quarantined", psp, name, sha, str(exc), path=target, problem=exc.problem)
@@ -106,24 +130,60 @@ def accept_bytes(data: bytes, *, name: str, psp: str, lake: Lake, engine: Engine
         atomic_write_bytes(target, data)
     with db.session_scope(engine) as session:
         record, created = service.register_file(
-            session, sha256=sha, psp=psp, original_name=name, stored_path=str(target), status="accepted",
-            reason=None, batch_key=batch_key, actor=actor, chain=chain)
+            session,
+            sha256=sha,
+            psp=psp,
+            original_name=name,
+            stored_path=str(target),
+            status="accepted",
+            reason=None,
+            batch_key=batch_key,
+            actor=actor,
+            chain=chain,
+        )
         other = record.original_name
     if not created:  # the same PSP batch under another name
         cache.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
-        return IngestOutcome("duplicate", psp, name, sha,
-                             f"{name}: PSP batch {batch_key} was already ingested as {other}; not counted again")
+        return IngestOutcome(
+            "duplicate",
+            psp,
+            name,
+            sha,
+            f"{name}: PSP batch {batch_key} was already ingested as {other}; not counted again",
+        )
     dates = frame["booking_date"].unique().sort().to_list()
-    return IngestOutcome("accepted", psp, name, sha, f"{name}: {frame.height} rows accepted as {psp}",
-                         path=target, rows=frame.height, business_dates=dates)
+    return IngestOutcome(
+        "accepted",
+        psp,
+        name,
+        sha,
+        f"{name}: {frame.height} rows accepted as {psp}",
+        path=target,
+        rows=frame.height,
+        business_dates=dates,
+    )
 
 
-def ingest_file(path: Path, *, psp: str, lake: Lake, engine: Engine, actor: str = "cli",
-                chain: dict[str, object] | None = None) -> IngestOutcome:
+def ingest_file(
+    path: Path,
+    *,
+    psp: str,
+    lake: Lake,
+    engine: Engine,
+    actor: str = "cli",
+    chain: dict[str, object] | None = None,
+) -> IngestOutcome:
     """``recon ingest``: copy a settlement file into landing after checking it whole."""
-    return accept_bytes(path.read_bytes(), name=path.name, psp=psp, lake=lake, engine=engine, actor=actor,
-                        chain=chain or {"command": "recon ingest"})
+    return accept_bytes(
+        path.read_bytes(),
+        name=path.name,
+        psp=psp,
+        lake=lake,
+        engine=engine,
+        actor=actor,
+        chain=chain or {"command": "recon ingest"},
+    )
 
 
 def landed_files(lake: Lake) -> list[tuple[str, Path]]:
@@ -132,23 +192,38 @@ def landed_files(lake: Lake) -> list[tuple[str, Path]]:
     settlements = lake.landing / "settlements"
     if settlements.exists():
         for psp_dir in sorted(p for p in settlements.iterdir() if p.is_dir()):
-            found += [(psp_dir.name, f) for f in sorted(psp_dir.iterdir())
-                      if f.is_file() and not f.name.startswith(".")]
+            found += [
+                (psp_dir.name, f)
+                for f in sorted(psp_dir.iterdir())
+                if f.is_file() and not f.name.startswith(".")
+            ]
     bank = lake.landing_settlements("bank")
     if bank.exists():
         found += [("bank", f) for f in sorted(bank.rglob("*")) if f.is_file() and not f.name.startswith(".")]
     return found
 
 
-def register_landed(lake: Lake, engine: Engine, *, actor: str, chain: dict[str, object]) -> list[IngestOutcome]:
+def register_landed(
+    lake: Lake, engine: Engine, *, actor: str, chain: dict[str, object]
+) -> list[IngestOutcome]:
     """Make sure every file in landing is parsed and registered (files may be dropped there directly)."""
     results = []
     for psp, path in landed_files(lake):
         data = path.read_bytes()
         if parsed_path(lake, psp, sha256_bytes(data)).exists():
             continue
-        results.append(accept_bytes(data, name=path.name, psp=psp, lake=lake, engine=engine, actor=actor,
-                                    chain=chain, landed_at=path))
+        results.append(
+            accept_bytes(
+                data,
+                name=path.name,
+                psp=psp,
+                lake=lake,
+                engine=engine,
+                actor=actor,
+                chain=chain,
+                landed_at=path,
+            )
+        )
     return results
 
 

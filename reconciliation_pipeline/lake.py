@@ -53,8 +53,14 @@ class Lake:
         return self.root / "reports"
 
     def ensure(self) -> None:
-        for path in (self.landing_transactions, self.landing / "settlements", self.landing / "bank",
-                     self.lake, self.quarantine, self.reports):
+        for path in (
+            self.landing_transactions,
+            self.landing / "settlements",
+            self.landing / "bank",
+            self.lake,
+            self.quarantine,
+            self.reports,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
 
@@ -78,7 +84,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)``, fsync the result and rename it to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

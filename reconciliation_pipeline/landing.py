@@ -45,10 +45,12 @@ def event_validator() -> Draft202012Validator:
 def _field_of(error: ValidationError) -> str:
     path = "/".join(str(part) for part in error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [name for name in error.validator_value if name not in error.instance]
+        required: list[str] = list(error.validator_value or [])  # type: ignore[arg-type]
+        missing = [name for name in required if name not in error.instance]
         return "/".join(filter(None, [path, missing[0] if missing else ""]))
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        allowed = set(schema.get("properties", {}))
         extra = sorted(set(error.instance) - allowed)
         return "/".join(filter(None, [path, extra[0] if extra else ""]))
     return path or "(event)"
@@ -59,8 +61,14 @@ def check_event(raw: bytes, *, source: str, row: int) -> tuple[dict[str, Any] | 
     try:
         event = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, Problem(source, row, None, raw[:200].decode("utf-8", "replace"),
-                             f"not a JSON object ({exc.msg if hasattr(exc, 'msg') else exc})", EVENT_HINT)
+        return None, Problem(
+            source,
+            row,
+            None,
+            raw[:200].decode("utf-8", "replace"),
+            f"not a JSON object ({exc.msg if hasattr(exc, 'msg') else exc})",
+            EVENT_HINT,
+        )
     errors = sorted(event_validator().iter_errors(event), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
@@ -68,8 +76,9 @@ def check_event(raw: bytes, *, source: str, row: int) -> tuple[dict[str, Any] | 
         value = None
         if isinstance(event, dict) and first.absolute_path:
             value = json.dumps(event.get(str(first.absolute_path[0])))
-        return None, Problem(source, row, name, value, f"breaks transaction-event v1: {first.message}",
-                             EVENT_HINT)
+        return None, Problem(
+            source, row, name, value, f"breaks transaction-event v1: {first.message}", EVENT_HINT
+        )
     return event, None
 
 
@@ -77,8 +86,9 @@ def _utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
 
 
-def events_frame(events: list[dict[str, Any]], positions: list[tuple[str | None, int | None, int | None]]
-                 ) -> pl.DataFrame:
+def events_frame(
+    events: list[dict[str, Any]], positions: list[tuple[str | None, int | None, int | None]]
+) -> pl.DataFrame:
     """Valid events plus their Kafka position (topic, partition, offset) as a LANDED_SCHEMA frame."""
     columns: dict[str, list[Any]] = {name: [] for name in LANDED_SCHEMA}
     for event, (topic, partition, offset) in zip(events, positions, strict=True):
@@ -97,9 +107,7 @@ def events_frame(events: list[dict[str, Any]], positions: list[tuple[str | None,
 
 
 def with_business_date(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.col("occurred_at").dt.convert_time_zone(tz).dt.date().alias("business_date")
-    )
+    return frame.with_columns(pl.col("occurred_at").dt.convert_time_zone(tz).dt.date().alias("business_date"))
 
 
 @dataclass
@@ -139,8 +147,9 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, stripped
 
 
-def land_lines(lines: Iterable[tuple[int, bytes]], *, source: str, lake: Lake, tz: str, stem: str
-               ) -> LandResult:
+def land_lines(
+    lines: Iterable[tuple[int, bytes]], *, source: str, lake: Lake, tz: str, stem: str
+) -> LandResult:
     """Validate numbered JSON lines and land them; bad lines go to the dead-letter file."""
     result = LandResult()
     good: list[dict[str, Any]] = []
@@ -149,8 +158,15 @@ def land_lines(lines: Iterable[tuple[int, bytes]], *, source: str, lake: Lake, t
         event, problem = check_event(raw, source=source, row=number)
         if problem is not None:
             result.problems.append(problem)
-            rejects.append({**problem.as_dict(), "original": raw.decode("utf-8", "replace"),
-                            "topic": None, "partition": None, "offset": None})
+            rejects.append(
+                {
+                    **problem.as_dict(),
+                    "original": raw.decode("utf-8", "replace"),
+                    "topic": None,
+                    "partition": None,
+                    "offset": None,
+                }
+            )
         else:
             assert event is not None
             good.append(event)
@@ -161,8 +177,9 @@ def land_lines(lines: Iterable[tuple[int, bytes]], *, source: str, lake: Lake, t
     result.landed = frame.height
     result.quarantined = len(rejects)
     if rejects:
-        result.dead_letter = write_dead_letter(lake.quarantine / "transactions" / f"{stem}.rejects.jsonl",
-                                               rejects)
+        result.dead_letter = write_dead_letter(
+            lake.quarantine / "transactions" / f"{stem}.rejects.jsonl", rejects
+        )
     return result
 
 

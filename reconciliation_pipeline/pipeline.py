@@ -54,23 +54,30 @@ def build_ledger(lake: Lake, day: dt.date, tz: str) -> LedgerBuild:
     """Landed events of one business date, de-duplicated by event_id, into ``lake/transactions``."""
     folder = lake.landing_transactions_date(day)
     files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-    parts = [conform(pl.read_parquet(f), LANDED_SCHEMA).with_columns(landed_file=pl.lit(f.name)) for f in files]
+    parts = [
+        conform(pl.read_parquet(f), LANDED_SCHEMA).with_columns(landed_file=pl.lit(f.name)) for f in files
+    ]
     raw = pl.concat(parts) if parts else empty({**LANDED_SCHEMA, "landed_file": pl.String()})
     raw = raw.sort("landed_file", "kafka_partition", "kafka_offset", nulls_last=False, maintain_order=True)
     by_event = raw.unique("event_id", keep="first", maintain_order=True)
     ledger = by_event.unique("transaction_id", keep="first", maintain_order=True).with_columns(
-        business_date=pl.col("occurred_at").dt.convert_time_zone(tz).dt.date())
+        business_date=pl.col("occurred_at").dt.convert_time_zone(tz).dt.date()
+    )
     ledger = conform(ledger.filter(pl.col("business_date") == day), LEDGER_SCHEMA)
     atomic_write_parquet(lake.lake_table("transactions", day) / PART, ledger)
-    return LedgerBuild(ledger, len(files), raw.height, raw.height - by_event.height,
-                       by_event.height - ledger.height)
+    return LedgerBuild(
+        ledger, len(files), raw.height, raw.height - by_event.height, by_event.height - ledger.height
+    )
 
 
 def build_settlement_lines(lake: Lake, day: dt.date) -> pl.DataFrame:
     """Accepted settlement lines booked on ``day`` into ``lake/settlement_lines``."""
     scan = parsed_lines(lake)
-    lines = (conform(scan.filter(pl.col("booking_date") == day).collect(), SETTLEMENT_LINE_SCHEMA)
-             if scan is not None else empty(SETTLEMENT_LINE_SCHEMA))
+    lines = (
+        conform(scan.filter(pl.col("booking_date") == day).collect(), SETTLEMENT_LINE_SCHEMA)
+        if scan is not None
+        else empty(SETTLEMENT_LINE_SCHEMA)
+    )
     lines = lines.sort("psp", "source_file", "source_row")
     atomic_write_parquet(lake.lake_table("settlement_lines", day) / PART, lines)
     return lines
@@ -83,15 +90,20 @@ def run_reconciliation(lake: Lake, day: dt.date, settings: Settings) -> ReconRes
     line_paths = _scan_table(lake, "settlement_lines", first, day)
     ledger = pl.read_parquet(ledger_paths) if ledger_paths else empty(LEDGER_SCHEMA)
     lines = pl.read_parquet(line_paths) if line_paths else empty(SETTLEMENT_LINE_SCHEMA)
-    result = reconcile(conform(ledger, LEDGER_SCHEMA), conform(lines, SETTLEMENT_LINE_SCHEMA), as_of=day,
-                       lag_days=settings.settlement_lag_days)
+    result = reconcile(
+        conform(ledger, LEDGER_SCHEMA),
+        conform(lines, SETTLEMENT_LINE_SCHEMA),
+        as_of=day,
+        lag_days=settings.settlement_lag_days,
+    )
     atomic_write_parquet(lake.lake_table("outcomes", day) / PART, result.outcomes)
     atomic_write_parquet(lake.lake_table("evidence", day) / PART, result.evidence)
     return result
 
 
-def publish_outcomes(lake: Lake, engine: Engine, day: dt.date, *, chain: dict[str, object],
-                     actor: str) -> service.ApplyResult:
+def publish_outcomes(
+    lake: Lake, engine: Engine, day: dt.date, *, chain: dict[str, object], actor: str
+) -> service.ApplyResult:
     """Write the day's records and outcomes into the store, audited, in one transaction."""
     outcomes = _read_table(lake, "outcomes", day)
     evidence = _read_table(lake, "evidence", day)
@@ -104,7 +116,9 @@ def publish_outcomes(lake: Lake, engine: Engine, day: dt.date, *, chain: dict[st
             service.upsert_transactions(session, ledger, chain=chain, actor=actor)
         if lines is not None and lines.height:
             service.upsert_settlement_lines(session, lines, chain=chain, actor=actor)
-        return service.apply_outcomes(session, outcomes, as_of=day, chain=chain, actor=actor, evidence=evidence)
+        return service.apply_outcomes(
+            session, outcomes, as_of=day, chain=chain, actor=actor, evidence=evidence
+        )
 
 
 def build_daily_report(lake: Lake, day: dt.date) -> dict[str, Path]:
@@ -118,9 +132,9 @@ def build_daily_report(lake: Lake, day: dt.date) -> dict[str, Path]:
         con.execute(f"CREATE VIEW outcomes AS SELECT * FROM read_parquet('{outcomes}')")
         con.execute(f"CREATE VIEW settlement_lines AS SELECT * FROM read_parquet('{lines}')")
         con.execute(f"CREATE VIEW transactions AS SELECT * FROM read_parquet('{ledger}')")
-        summary = con.execute(query).pl()
+        summary = con.sql(query).pl()
     finally:
         con.close()
     target = lake.reports / f"date={day.isoformat()}" / "daily_summary.csv"
-    atomic_write(target, lambda tmp: summary.write_csv(tmp))
+    atomic_write(target, summary.write_csv)
     return {"daily_summary_csv": target}

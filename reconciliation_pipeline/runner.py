@@ -28,9 +28,15 @@ def dates(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def run_range(first: dt.date, last: dt.date, *, resource: ReconResource | None = None,
-              instance: dg.DagsterInstance | None = None,
-              on_date: Callable[[DateRun], None] | None = None) -> list[DateRun]:
+def run_range(
+    first: dt.date,
+    last: dt.date,
+    *,
+    resource: ReconResource | None = None,
+    instance: dg.DagsterInstance | None = None,
+    on_date: Callable[[DateRun], None] | None = None,
+    log_level: str = "WARNING",
+) -> list[DateRun]:
     """Materialise every asset, checks included, one Dagster run per business date, in date order.
 
     Stops at the first date whose run fails or whose blocking check fails: later dates build on it.
@@ -42,9 +48,15 @@ def run_range(first: dt.date, last: dt.date, *, resource: ReconResource | None =
     resource = resource or ReconResource()
     results: list[DateRun] = []
     for day in dates(first, last):
-        result = dg.materialize(ASSETS, partition_key=day.isoformat(), instance=instance,
-                                resources={"recon": resource}, raise_on_error=False,
-                                tags={"recon/command": "run"})
+        result = dg.materialize(
+            ASSETS,
+            partition_key=day.isoformat(),
+            instance=instance,
+            resources={"recon": resource},
+            raise_on_error=False,
+            tags={"recon/command": "run"},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
         failed = [
             f"{e.asset_key.to_user_string()}:{e.check_name}"
             for e in result.get_asset_check_evaluations()

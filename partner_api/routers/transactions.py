@@ -39,8 +39,11 @@ class TransactionStatus(BaseModel):
     settlements: list[SettlementEvidence]
 
 
-@router.get("/{transaction_id}", response_model=TransactionStatus,
-            responses={404: {"description": "Unknown transaction", "content": {"application/problem+json": {}}}})
+@router.get(
+    "/{transaction_id}",
+    response_model=TransactionStatus,
+    responses={404: {"description": "Unknown transaction", "content": {"application/problem+json": {}}}},
+)
 def get_transaction(transaction_id: str, session: SessionDep) -> TransactionStatus:
     """The reconciliation status of one booked transaction, with the settlement records it matched."""
     found = service.get_transaction(session, transaction_id)
@@ -48,12 +51,25 @@ def get_transaction(transaction_id: str, session: SessionDep) -> TransactionStat
         raise HTTPException(status_code=404, detail=f"no transaction {transaction_id!r}")
     outcome = found["outcome"] or {}
     return TransactionStatus(
-        **{name: found["transaction"][name] for name in
-           ("transaction_id", "psp", "psp_reference", "kind", "amount_minor", "currency", "business_date")},
+        **{
+            name: found["transaction"][name]
+            for name in (
+                "transaction_id",
+                "psp",
+                "psp_reference",
+                "kind",
+                "amount_minor",
+                "currency",
+                "business_date",
+            )
+        },
         status=outcome.get("status"),
         match_id=outcome.get("match_id"),
         rule_id=outcome.get("rule_id"),
         exception_category=outcome.get("exception_category"),
-        settlements=[SettlementEvidence.model_validate(line) for line in found["settlement_lines"]
-                     if line.get("amount_minor") is not None],
+        settlements=[
+            SettlementEvidence.model_validate(line)
+            for line in found["settlement_lines"]
+            if line.get("amount_minor") is not None
+        ],
     )

@@ -4,8 +4,6 @@ Each asset is a thin shell over :mod:`reconciliation_pipeline.pipeline`; checks 
 are declared with the asset (``check_specs``) and are blocking: a failure stops downstream assets.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 from typing import Any
 
@@ -32,7 +30,9 @@ def _day(context: dg.AssetExecutionContext) -> dt.date:
     return dt.date.fromisoformat(context.partition_key)
 
 
-def _chain(context: dg.AssetExecutionContext, recon: ReconResource, rules: tuple[str, ...] = ()) -> dict[str, Any]:
+def _chain(
+    context: dg.AssetExecutionContext, recon: ReconResource, rules: tuple[str, ...] = ()
+) -> dict[str, Any]:
     return {
         "run_id": context.run.run_id,
         "asset": context.asset_key.to_user_string(),
@@ -48,9 +48,14 @@ def _schema_check(name: str, model: Any, frame: pl.DataFrame) -> dg.AssetCheckRe
     except pandera.errors.SchemaErrors as exc:
         cases = exc.failure_cases.head(20)
         return dg.AssetCheckResult(
-            check_name=name, passed=False, severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"failures": len(exc.failure_cases),
-                      "failure_cases": dg.MetadataValue.md(cases.to_pandas().to_markdown(index=False))})
+            check_name=name,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "failures": len(exc.failure_cases),
+                "failure_cases": dg.MetadataValue.md(cases.to_pandas().to_markdown(index=False)),
+            },
+        )
     return dg.AssetCheckResult(check_name=name, passed=True, metadata={"rows": frame.height})
 
 
@@ -64,8 +69,14 @@ def _status_table(frame: pl.DataFrame) -> dg.MetadataValue:
 @dg.asset(
     group_name=GROUP,
     partitions_def=business_date_partitions,
-    check_specs=[dg.AssetCheckSpec(LEDGER_SCHEMA_CHECK, asset="landed_transactions", blocking=True,
-                                   description="pandera LedgerModel on the de-duplicated ledger records")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            LEDGER_SCHEMA_CHECK,
+            asset="landed_transactions",
+            blocking=True,
+            description="pandera LedgerModel on the de-duplicated ledger records",
+        )
+    ],
     kinds={"polars", "parquet"},
 )
 def landed_transactions(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
@@ -87,8 +98,14 @@ def landed_transactions(context: dg.AssetExecutionContext, recon: ReconResource)
 @dg.asset(
     group_name=GROUP,
     partitions_def=business_date_partitions,
-    check_specs=[dg.AssetCheckSpec(SETTLEMENT_SCHEMA_CHECK, asset="settlement_lines", blocking=True,
-                                   description="pandera SettlementLineModel on the day's settlement lines")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            SETTLEMENT_SCHEMA_CHECK,
+            asset="settlement_lines",
+            blocking=True,
+            description="pandera SettlementLineModel on the day's settlement lines",
+        )
+    ],
     kinds={"polars", "parquet"},
 )
 def settlement_lines(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
@@ -116,10 +133,18 @@ def settlement_lines(context: dg.AssetExecutionContext, recon: ReconResource) ->
     partitions_def=business_date_partitions,
     deps=[landed_transactions, settlement_lines],
     check_specs=[
-        dg.AssetCheckSpec(COMPLETENESS_CHECK, asset="reconciliation", blocking=True,
-                          description="every ledger and settlement record in view has exactly one outcome"),
-        dg.AssetCheckSpec(OUTCOME_SCHEMA_CHECK, asset="reconciliation", blocking=True,
-                          description="pandera OutcomeModel: statuses and categories from the fixed vocabulary"),
+        dg.AssetCheckSpec(
+            COMPLETENESS_CHECK,
+            asset="reconciliation",
+            blocking=True,
+            description="every ledger and settlement record in view has exactly one outcome",
+        ),
+        dg.AssetCheckSpec(
+            OUTCOME_SCHEMA_CHECK,
+            asset="reconciliation",
+            blocking=True,
+            description="pandera OutcomeModel: statuses and categories from the fixed vocabulary",
+        ),
     ],
     kinds={"polars"},
 )
@@ -131,8 +156,12 @@ def reconciliation(context: dg.AssetExecutionContext, recon: ReconResource) -> d
     outcomes = result.outcomes
     keys = outcomes["record_key"]
     complete = keys.n_unique() == keys.len() and outcomes["status"].null_count() == 0
-    exceptions = (outcomes.filter(pl.col("status") == "exception").group_by("exception_category").len()
-                  .sort("exception_category"))
+    exceptions = (
+        outcomes.filter(pl.col("status") == "exception")
+        .group_by("exception_category")
+        .len()
+        .sort("exception_category")
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": outcomes.height,
@@ -141,24 +170,34 @@ def reconciliation(context: dg.AssetExecutionContext, recon: ReconResource) -> d
             "rules": dg.MetadataValue.json(list(RULES)),
         },
         check_results=[
-            dg.AssetCheckResult(check_name=COMPLETENESS_CHECK, passed=bool(complete),
-                                severity=dg.AssetCheckSeverity.ERROR,
-                                metadata={"records": keys.len(), "distinct_records": keys.n_unique()}),
+            dg.AssetCheckResult(
+                check_name=COMPLETENESS_CHECK,
+                passed=bool(complete),
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"records": keys.len(), "distinct_records": keys.n_unique()},
+            ),
             _schema_check(OUTCOME_SCHEMA_CHECK, OutcomeModel, outcomes),
         ],
     )
 
 
-@dg.asset(group_name=GROUP, partitions_def=business_date_partitions, deps=[reconciliation], kinds={"sqlalchemy"})
+@dg.asset(
+    group_name=GROUP, partitions_def=business_date_partitions, deps=[reconciliation], kinds={"sqlalchemy"}
+)
 def outcomes(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Outcomes of one business date written to the outcome store, each change an audit event in the
     same database transaction; the latest business date's view wins over an earlier one."""
-    applied = pipeline.publish_outcomes(recon.lake, recon.engine, _day(context),
-                                        chain=_chain(context, recon, RULES), actor="dagster")
-    return dg.MaterializeResult(metadata={
-        "inserted": applied.inserted, "changed": applied.changed, "unchanged": applied.unchanged,
-        "skipped_older": applied.skipped_older,
-    })
+    applied = pipeline.publish_outcomes(
+        recon.lake, recon.engine, _day(context), chain=_chain(context, recon, RULES), actor="dagster"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "inserted": applied.inserted,
+            "changed": applied.changed,
+            "unchanged": applied.unchanged,
+            "skipped_older": applied.skipped_older,
+        }
+    )
 
 
 @dg.asset(group_name=GROUP, partitions_def=business_date_partitions, deps=[outcomes], kinds={"duckdb", "csv"})
@@ -166,10 +205,12 @@ def daily_report(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.
     """Finance's daily summary per PSP and currency (DuckDB SQL in `sql/daily_summary.sql`)."""
     paths = pipeline.build_daily_report(recon.lake, _day(context))
     preview = pl.read_csv(paths["daily_summary_csv"])
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(paths["daily_summary_csv"])),
-        "preview": dg.MetadataValue.md(preview.to_pandas().to_markdown(index=False)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(paths["daily_summary_csv"])),
+            "preview": dg.MetadataValue.md(preview.to_pandas().to_markdown(index=False)),
+        }
+    )
 
 
 ASSETS = [landed_transactions, settlement_lines, reconciliation, outcomes, daily_report]

@@ -20,7 +20,9 @@ class ReconResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @cached_property
     def settings(self) -> Settings:
-        overrides = {k: v for k, v in {"data_dir": self.data_dir, "database_url": self.database_url}.items() if v}
+        overrides = {
+            k: v for k, v in {"data_dir": self.data_dir, "database_url": self.database_url}.items() if v
+        }
         return Settings(**overrides)  # type: ignore[arg-type]
 
     @cached_property

@@ -11,11 +11,21 @@ from dataclasses import dataclass
 
 import polars as pl
 
-_KEY = pl.when(pl.col("record") == "ledger").then(
-    pl.concat_str([pl.lit("ledger:"), pl.col("transaction_id")])
-).otherwise(
-    pl.concat_str([pl.lit("settlement:"), pl.col("psp"), pl.lit(":"), pl.col("source_file"), pl.lit(":"),
-                   pl.col("source_row").cast(pl.String)])
+_KEY = (
+    pl.when(pl.col("record") == "ledger")
+    .then(pl.concat_str([pl.lit("ledger:"), pl.col("transaction_id")]))
+    .otherwise(
+        pl.concat_str(
+            [
+                pl.lit("settlement:"),
+                pl.col("psp"),
+                pl.lit(":"),
+                pl.col("source_file"),
+                pl.lit(":"),
+                pl.col("source_row").cast(pl.String),
+            ]
+        )
+    )
 )
 
 
@@ -25,7 +35,7 @@ class Accuracy:
     correct: int
     total: int
     by_category: pl.DataFrame  # category, records, correct, accuracy
-    wrong: pl.DataFrame        # key, truth vs outcome, for the first look
+    wrong: pl.DataFrame  # key, truth vs outcome, for the first look
 
 
 def category_of() -> pl.Expr:
@@ -39,13 +49,15 @@ def _groups(frame: pl.DataFrame) -> pl.DataFrame:
     keyed = keyed.with_columns(group_id=group_id)
     members = keyed.group_by("group_id").agg(group=pl.col("key").sort().str.join("|"))
     return keyed.join(members, on="group_id").select(
-        "key", "status", "exception_category", "group", category=category_of())
+        "key", "status", "exception_category", "group", category=category_of()
+    )
 
 
 def measure(outcomes: pl.DataFrame, truth: pl.DataFrame) -> Accuracy:
     """Compare outcome-export rows with ground-truth rows (same columns) record by record."""
-    got = _groups(outcomes).rename({"status": "o_status", "exception_category": "o_cat", "group": "o_group",
-                                    "category": "o_category"})
+    got = _groups(outcomes).rename(
+        {"status": "o_status", "exception_category": "o_cat", "group": "o_group", "category": "o_category"}
+    )
     want = _groups(truth)
     both = want.join(got, on="key", how="full", coalesce=True)
     correct = (
@@ -56,9 +68,15 @@ def measure(outcomes: pl.DataFrame, truth: pl.DataFrame) -> Accuracy:
     both = both.with_columns(correct=correct, category=pl.coalesce("category", pl.lit("not_in_truth")))
     total = both.height
     n_ok = int(both["correct"].sum())
-    by_cat = (both.group_by("category").agg(records=pl.len(), correct=pl.col("correct").sum())
-              .with_columns(accuracy=pl.col("correct") / pl.col("records")).sort("category"))
+    by_cat = (
+        both.group_by("category")
+        .agg(records=pl.len(), correct=pl.col("correct").sum())
+        .with_columns(accuracy=pl.col("correct") / pl.col("records"))
+        .sort("category")
+    )
     wrong = both.filter(~pl.col("correct")).select(
-        "key", "category", "status", "o_status", "exception_category", "o_cat", "group", "o_group")
-    return Accuracy(overall=n_ok / total if total else 1.0, correct=n_ok, total=total,
-                    by_category=by_cat, wrong=wrong)
+        "key", "category", "status", "o_status", "exception_category", "o_cat", "group", "o_group"
+    )
+    return Accuracy(
+        overall=n_ok / total if total else 1.0, correct=n_ok, total=total, by_category=by_cat, wrong=wrong
+    )

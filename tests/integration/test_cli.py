@@ -35,17 +35,23 @@ def adyen_text(rows: list[str]) -> str:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    environment = {**os.environ, "RECON_DATA_DIR": str(tmp_path / "data"),
-                   "DAGSTER_HOME": str(tmp_path / "home"), "COLUMNS": "250"}
+    environment = {
+        **os.environ,
+        "RECON_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "COLUMNS": "250",
+    }
     environment.pop("RECON_DATABASE_URL", None)
     return environment
 
 
 def recon(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([RECON, *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([RECON, *args], env=env, capture_output=True, check=False, text=True, timeout=300)
 
 
-def test_a_malformed_adyen_row_is_refused_naming_file_row_and_field(env: dict[str, str], tmp_path: Path) -> None:
+def test_a_malformed_adyen_row_is_refused_naming_file_row_and_field(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     bad = ADYEN_ROWS.copy()
     bad[1] = bad[1].replace("EUR,20.00,,1,EUR,20.00", "EUR,20.00,,1,EUR,20.0.0")
     src = tmp_path / "settlement_detail_report_batch_812.csv"
@@ -71,7 +77,8 @@ def test_a_file_that_is_not_what_psp_says_is_refused(env: dict[str, str], tmp_pa
         "automatic_payout_id,automatic_payout_effective_at_utc,balance_transaction_id,created_utc,"
         "available_on_utc,currency,gross,fee,net,reporting_category,source_id,description\n"
         "po_1,2026-03-05 00:00:00,txn_1,2026-03-02 10:15:00,2026-03-04 00:00:00,eur,100.00,1.65,98.35,"
-        "charge,ch_1,Deposit\n")
+        "charge,ch_1,Deposit\n"
+    )
     done = recon(env, "ingest", str(src), "--psp", "adyen")
     assert done.returncode == 1
     assert "Stripe" in done.stderr and "--psp stripe" in " ".join(done.stderr.split())
@@ -94,9 +101,18 @@ def test_accepted_once_then_recognised_by_checksum_and_by_batch(env: dict[str, s
 
 
 def test_land_names_the_bad_event_and_lands_the_rest(env: dict[str, str], tmp_path: Path) -> None:
-    good = {"event_id": "e1", "transaction_id": "t1", "psp": "adyen", "kind": "deposit", "amount_minor": 100,
-            "currency": "EUR", "occurred_at": "2026-03-02T10:00:00Z", "player_id": "p", "brand": "b",
-            "jurisdiction": "MT"}
+    good = {
+        "event_id": "e1",
+        "transaction_id": "t1",
+        "psp": "adyen",
+        "kind": "deposit",
+        "amount_minor": 100,
+        "currency": "EUR",
+        "occurred_at": "2026-03-02T10:00:00Z",
+        "player_id": "p",
+        "brand": "b",
+        "jurisdiction": "MT",
+    }
     bad = {**good, "event_id": "e2", "currency": "euro"}
     src = tmp_path / "events.jsonl"
     src.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from reconciliation_pipeline.defs.assets import ASSETS, LEDGER_SCHEMA_CHECK
 from reconciliation_pipeline.defs.resources import ReconResource
@@ -28,15 +27,29 @@ def test_definitions_load_with_the_expected_graph() -> None:
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == {"landed_transactions", "settlement_lines", "reconciliation", "outcomes", "daily_report"}
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("reconciliation")).parent_keys} == {
-        "landed_transactions", "settlement_lines"}
+        "landed_transactions",
+        "settlement_lines",
+    }
     checks = {c.name for c in graph.asset_check_keys}
-    assert {"ledger_schema", "settlement_lines_schema", "every_record_has_one_outcome", "outcome_schema"} <= checks
+    assert {
+        "ledger_schema",
+        "settlement_lines_schema",
+        "every_record_has_one_outcome",
+        "outcome_schema",
+    } <= checks
 
 
 def test_dagster_definitions_validate(tmp_path: Path) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    done = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
-                           "-w", "workspace.yaml"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -46,9 +59,16 @@ def _landed(rows: list[dict[str, object]]) -> pl.DataFrame:
 
 def _event(n: int, **overrides: object) -> dict[str, object]:
     row: dict[str, object] = {
-        "event_id": f"ev-{n}", "transaction_id": f"tx-{n}", "psp": "adyen", "psp_reference": f"P{n}",
-        "kind": "deposit", "amount_minor": 100 * n, "currency": "EUR",
-        "occurred_at": dt.datetime(2026, 3, 2, 9, n, tzinfo=dt.UTC), "player_id": "p", "brand": "b",
+        "event_id": f"ev-{n}",
+        "transaction_id": f"tx-{n}",
+        "psp": "adyen",
+        "psp_reference": f"P{n}",
+        "kind": "deposit",
+        "amount_minor": 100 * n,
+        "currency": "EUR",
+        "occurred_at": dt.datetime(2026, 3, 2, 9, n, tzinfo=dt.UTC),
+        "player_id": "p",
+        "brand": "b",
         "jurisdiction": "MT",
     }
     row.update(overrides)
@@ -58,12 +78,14 @@ def _event(n: int, **overrides: object) -> dict[str, object]:
 def test_a_partition_materialises_and_its_checks_pass(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "data")
     lake.ensure()
-    atomic_write_parquet(lake.landing_transactions_date(DAY) / "x.parquet",
-                         _landed([_event(1), _event(2), _event(2)]))  # ev-2 redelivered
+    atomic_write_parquet(
+        lake.landing_transactions_date(DAY) / "x.parquet", _landed([_event(1), _event(2), _event(2)])
+    )  # ev-2 redelivered
     resource = ReconResource(data_dir=str(tmp_path / "data"))
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ASSETS, partition_key=DAY.isoformat(), instance=instance,
-                                resources={"recon": resource})
+        result = dg.materialize(
+            ASSETS, partition_key=DAY.isoformat(), instance=instance, resources={"recon": resource}
+        )
         assert result.success
         evaluations = result.get_asset_check_evaluations()
         assert evaluations and all(e.passed for e in evaluations)
@@ -79,12 +101,18 @@ def test_a_failing_blocking_check_stops_downstream_assets(tmp_path: Path) -> Non
     lake = Lake(tmp_path / "data")
     lake.ensure()
     # Written straight into landing, bypassing the lander's schema validation: an unknown kind.
-    atomic_write_parquet(lake.landing_transactions_date(DAY) / "x.parquet",
-                         _landed([_event(1), _event(2, kind="bonus")]))
+    atomic_write_parquet(
+        lake.landing_transactions_date(DAY) / "x.parquet", _landed([_event(1), _event(2, kind="bonus")])
+    )
     resource = ReconResource(data_dir=str(tmp_path / "data"))
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ASSETS, partition_key=DAY.isoformat(), instance=instance,
-                                resources={"recon": resource}, raise_on_error=False)
+        result = dg.materialize(
+            ASSETS,
+            partition_key=DAY.isoformat(),
+            instance=instance,
+            resources={"recon": resource},
+            raise_on_error=False,
+        )
         failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
         assert [e.check_name for e in failed] == [LEDGER_SCHEMA_CHECK]
         done = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
@@ -95,9 +123,24 @@ def test_a_failing_blocking_check_stops_downstream_assets(tmp_path: Path) -> Non
 def test_recon_run_exits_non_zero_when_a_blocking_check_fails(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "data")
     lake.ensure()
-    atomic_write_parquet(lake.landing_transactions_date(DAY) / "x.parquet", _landed([_event(1, kind="bonus")]))
+    atomic_write_parquet(
+        lake.landing_transactions_date(DAY) / "x.parquet", _landed([_event(1, kind="bonus")])
+    )
     env = {**os.environ, "RECON_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
-    done = subprocess.run([str(Path(sys.executable).with_name("recon")), "run", "--from", DAY.isoformat(),
-                           "--to", DAY.isoformat()], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("recon")),
+            "run",
+            "--from",
+            DAY.isoformat(),
+            "--to",
+            DAY.isoformat(),
+        ],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert "ledger_schema" in done.stderr

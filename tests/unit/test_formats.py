@@ -32,7 +32,7 @@ ExampleCo,ExampleCasinoEUR,Z9X8C7V6B5N4M3L2,dep-000102,mc,2026-03-02 11:00:00,CE
 ExampleCo,ExampleCasinoEUR,K1J2H3G4F5D6S7A8,dep-000090,visa,2026-03-03 09:30:00,CET,Chargeback,M1N2B3V4C5X6Z7L8,EUR,50.00,,1,EUR,65.00,,15.00,,,,visaclassic,,812,,,,,,,
 ExampleCo,ExampleCasinoEUR,,,,2026-03-04 06:00:00,CET,Fee,Transaction Fees March 2026,EUR,,,,EUR,3.10,,,,,,,,812,,,,,,,
 ExampleCo,ExampleCasinoEUR,,,,2026-03-04 06:00:00,CET,MerchantPayout,"TX0000000001XT batch 812, ExampleCasinoEUR",EUR,,,,EUR,10.00,,,,,,,,812,,,,,,,
-"""  # noqa: E501
+"""
 
 STRIPE_EXAMPLE = """\
 automatic_payout_id,automatic_payout_effective_at_utc,balance_transaction_id,created_utc,available_on_utc,currency,gross,fee,net,reporting_category,source_id,description,customer_facing_amount,customer_facing_currency,payment_intent_id,payment_metadata[order_id]
@@ -41,7 +41,7 @@ po_1TestPayout0001,2026-03-05 00:00:00,txn_1B,2026-03-02 12:00:00,2026-03-04 00:
 po_1TestPayout0001,2026-03-05 00:00:00,txn_1C,2026-03-03 09:00:00,2026-03-04 00:00:00,eur,-20.00,0.00,-20.00,refund,re_1C,Refund dep-000090,-20.00,eur,pi_1C,dep-000090
 po_1TestPayout0001,2026-03-05 00:00:00,txn_1D,2026-03-03 11:00:00,2026-03-04 00:00:00,eur,-50.00,15.00,-65.00,dispute,du_1D,Chargeback withdrawal for ch_1D,-50.00,eur,pi_1D,dep-000070
 po_1TestPayout0001,2026-03-05 00:00:00,txn_1E,2026-03-05 00:00:00,2026-03-05 00:00:00,eur,-37.66,0.00,-37.66,payout,po_1TestPayout0001,STRIPE PAYOUT,,,,
-"""  # noqa: E501
+"""
 
 PAYPAL_EXAMPLE = """\
 "RH",2026/03/03 02:10:00 -0800,"A","EXAMPLEACCT01",009,
@@ -56,7 +56,7 @@ PAYPAL_EXAMPLE = """\
 "RF","EUR",10000,7000,35,349,"CR",20000,"CR",22686,"CR",20000,"CR",22686,"CR",0,"CR",0,3
 "RC",3
 "FF",12
-"""  # noqa: E501
+"""
 
 CAMT_V08_EXAMPLE = """\
 <?xml version="1.0" encoding="UTF-8"?>
@@ -100,7 +100,7 @@ CAMT_V08_EXAMPLE = """\
     </Stmt>
   </BkToCstmrStmt>
 </Document>
-"""  # noqa: E501
+"""
 
 #: The same statement in version 02 (status as text, no TxDtls/Amt, Dbtr/Nm), with a second statement,
 #: a pending entry, a DtTm booking date and an Othr/Id account.
@@ -145,7 +145,7 @@ CAMT_V02 = """\
     </Stmt>
   </BkToCstmrStmt>
 </Document>
-"""  # noqa: E501
+"""
 
 
 def sha(text: str | bytes) -> str:

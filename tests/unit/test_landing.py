@@ -16,9 +16,17 @@ from reconciliation_pipeline.landing import check_event, land_jsonl
 
 def event(n: int, **overrides: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "event_id": f"ev-{n}", "transaction_id": f"tx-{n}", "psp": "adyen", "psp_reference": f"P{n:015d}",
-        "kind": "deposit", "amount_minor": 1000 + n, "currency": "EUR",
-        "occurred_at": "2026-03-02T10:00:00+01:00", "player_id": "pl-1", "brand": "lucky", "jurisdiction": "MT",
+        "event_id": f"ev-{n}",
+        "transaction_id": f"tx-{n}",
+        "psp": "adyen",
+        "psp_reference": f"P{n:015d}",
+        "kind": "deposit",
+        "amount_minor": 1000 + n,
+        "currency": "EUR",
+        "occurred_at": "2026-03-02T10:00:00+01:00",
+        "player_id": "pl-1",
+        "brand": "lucky",
+        "jurisdiction": "MT",
         "trace_id": "0" * 31 + "1",
     }
     base.update(overrides)
@@ -38,12 +46,15 @@ def lake(tmp_path: Path) -> Lake:
 
 
 def test_valid_events_land_by_business_date_in_malta_time(lake: Lake, tmp_path: Path) -> None:
-    src = write_lines(tmp_path / "events.jsonl", [
-        event(1),
-        event(2, occurred_at="2026-03-01T23:30:00Z"),  # 00:30 on 2 March in Malta
-        event(3, occurred_at="2026-03-02T22:59:59Z"),  # 23:59:59 on 2 March in Malta
-        event(4, occurred_at="2026-03-02T23:00:00Z"),  # midnight: 3 March
-    ])
+    src = write_lines(
+        tmp_path / "events.jsonl",
+        [
+            event(1),
+            event(2, occurred_at="2026-03-01T23:30:00Z"),  # 00:30 on 2 March in Malta
+            event(3, occurred_at="2026-03-02T22:59:59Z"),  # 23:59:59 on 2 March in Malta
+            event(4, occurred_at="2026-03-02T23:00:00Z"),  # midnight: 3 March
+        ],
+    )
     result = land_jsonl(src, lake=lake, tz="Europe/Malta")
     assert result.landed == 4 and result.quarantined == 0
     assert result.business_dates == {dt.date(2026, 3, 2), dt.date(2026, 3, 3)}
@@ -53,19 +64,28 @@ def test_valid_events_land_by_business_date_in_malta_time(lake: Lake, tmp_path: 
     assert day2["amount_minor"].dtype == pl.Int64
 
 
-def test_bad_events_are_dead_lettered_with_row_and_field_and_do_not_stop_the_rest(lake: Lake, tmp_path: Path) -> None:
-    src = write_lines(tmp_path / "events.jsonl", [
-        event(1),
-        event(2, amount_minor="12.50"),
-        "{not json",
-        {k: v for k, v in event(4).items() if k != "currency"},
-        event(5, jurisdiction="Malta"),
-        event(6),
-    ])
+def test_bad_events_are_dead_lettered_with_row_and_field_and_do_not_stop_the_rest(
+    lake: Lake, tmp_path: Path
+) -> None:
+    src = write_lines(
+        tmp_path / "events.jsonl",
+        [
+            event(1),
+            event(2, amount_minor="12.50"),
+            "{not json",
+            {k: v for k, v in event(4).items() if k != "currency"},
+            event(5, jurisdiction="Malta"),
+            event(6),
+        ],
+    )
     result = land_jsonl(src, lake=lake, tz="Europe/Malta")
     assert result.landed == 2
     assert [(p.row, p.field) for p in result.problems] == [
-        (2, "amount_minor"), (3, None), (4, "currency"), (5, "jurisdiction")]
+        (2, "amount_minor"),
+        (3, None),
+        (4, "currency"),
+        (5, "jurisdiction"),
+    ]
     assert all(p.file == "events.jsonl" for p in result.problems)
     assert "12.50" in str(result.problems[0])
     assert result.dead_letter is not None

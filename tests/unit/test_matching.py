@@ -23,7 +23,9 @@ def ledger(table: str) -> pl.DataFrame:
     frame = frame.with_columns(
         event_id=pl.concat_str([pl.lit("e-"), pl.col("transaction_id")]),
         occurred_at=pl.col("business_date").cast(pl.Datetime("us", "UTC")) + pl.duration(hours=12),
-        player_id=pl.lit("p1"), brand=pl.lit("b1"), jurisdiction=pl.lit("MT"),
+        player_id=pl.lit("p1"),
+        brand=pl.lit("b1"),
+        jurisdiction=pl.lit("MT"),
     )
     return conform(frame, LEDGER_SCHEMA)
 
@@ -103,8 +105,9 @@ settlement:bank:b.xml:2|matched||
 """
 
 
-@pytest.mark.parametrize("case", pl.read_csv(io.StringIO(CASES), separator="|").iter_rows(named=True),
-                         ids=lambda c: c["key"])
+@pytest.mark.parametrize(
+    "case", pl.read_csv(io.StringIO(CASES), separator="|").iter_rows(named=True), ids=lambda c: c["key"]
+)
 def test_rule_truth_table(result: pl.DataFrame, case: dict[str, str | None]) -> None:
     status, category, match_id = outcome_of(result, str(case["key"]))
     assert (status, category) == (case["status"], case["category"])
@@ -130,7 +133,9 @@ def test_records_after_as_of_are_not_in_view() -> None:
 
 def test_same_inputs_same_outcomes_whatever_the_row_order() -> None:
     a = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).export
-    b = reconcile(LEDGER.reverse(), LINES.sample(fraction=1.0, shuffle=True, seed=3), as_of=AS_OF, lag_days=3).export
+    b = reconcile(
+        LEDGER.reverse(), LINES.sample(fraction=1.0, shuffle=True, seed=3), as_of=AS_OF, lag_days=3
+    ).export
     assert a.equals(b)
 
 
@@ -147,7 +152,8 @@ def test_accuracy_counts_group_status_category_and_missing_records(result: pl.Da
     assert measure(export, export).overall == 1.0
     # One record wrong, one missing, one extra: 3 wrong out of total+1 distinct keys.
     broken = export.with_columns(
-        status=pl.when(pl.col("transaction_id") == "tx-8").then(pl.lit("matched")).otherwise("status"))
+        status=pl.when(pl.col("transaction_id") == "tx-8").then(pl.lit("matched")).otherwise("status")
+    )
     broken = broken.filter(pl.col("transaction_id").ne_missing("tx-7"))
     extra = export.filter(pl.col("transaction_id") == "tx-7").with_columns(transaction_id=pl.lit("tx-ghost"))
     acc = measure(pl.concat([broken, extra]), export)
@@ -155,5 +161,6 @@ def test_accuracy_counts_group_status_category_and_missing_records(result: pl.Da
     assert acc.correct == export.height - 2
     # Splitting a matched group makes both of its members wrong.
     split = export.with_columns(
-        match_id=pl.when(pl.col("record") == "ledger").then(pl.lit(None)).otherwise("match_id"))
+        match_id=pl.when(pl.col("record") == "ledger").then(pl.lit(None)).otherwise("match_id")
+    )
     assert measure(split, export).by_category.filter(pl.col("category") == "matched")["accuracy"][0] < 1.0
