@@ -11,6 +11,7 @@ per format and no private helper module yet.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import re
@@ -82,6 +83,7 @@ def read_csv_strings(
             f"the file is empty; expected a CSV file ({what}) with a header line",
             hint="Check that the transfer completed and ingest the complete file.",
         )
+    _refuse_truncated_last_line(data, name, what)
     try:
         frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
     except pl.exceptions.PolarsError as exc:
@@ -109,6 +111,29 @@ def read_csv_strings(
         [pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in cols]
         + [pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW)]
     )
+
+
+def _refuse_truncated_last_line(data: bytes, name: str, what: str) -> None:
+    """A file cut off mid-line (no final line end, fewer fields than the header or an open quote) is
+    refused whole, before any parsing."""
+    tail = data.rstrip(b" \t")
+    if tail.endswith((b"\n", b"\r")) or b"\n" not in tail:
+        return
+    header = next(csv.reader([tail.split(b"\n", 1)[0].decode("utf-8", "replace").strip()]), [])
+    last = tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    fields = next(csv.reader([last]), [])
+    open_quote = last.count('"') % 2 == 1
+    if len(fields) < len(header) or open_quote:
+        complete = len(fields) - 1 if open_quote else len(fields)
+        raise FormatError.at(
+            name,
+            f"the last line is cut off ({max(complete, 0)} of the header's {len(header)} fields"
+            f"{', inside a quoted value' if open_quote else ''}, no line end): the {what} was truncated",
+            row=tail.count(b"\n"),
+            field=header[max(complete, 0)] if header else None,
+            value=last[-40:],
+            hint="Fetch the complete file again from the PSP and ingest it; nothing of this file was loaded.",
+        )
 
 
 def _csv_read_error(data: bytes, name: str, what: str, exc: Exception) -> FormatError:
