@@ -206,12 +206,19 @@ def landed_files(lake: Lake) -> list[tuple[str, Path]]:
 def register_landed(
     lake: Lake, engine: Engine, *, actor: str, chain: dict[str, object]
 ) -> list[IngestOutcome]:
-    """Make sure every file in landing is parsed and registered (files may be dropped there directly)."""
+    """Register every file lying in landing that is not registered yet (files may be dropped there
+    directly, not only through ``recon ingest``): parse it whole and accept it, or quarantine it, or
+    recognise it as a copy of a registered file and remove the copy from landing."""
     results = []
     for psp, path in landed_files(lake):
         data = path.read_bytes()
-        if parsed_path(lake, psp, sha256_bytes(data)).exists():
-            continue
+        sha = sha256_bytes(data)
+        if parsed_path(lake, psp, sha).exists():
+            with db.session_scope(engine) as session:
+                known = service.find_file(session, sha256=sha)
+                stored = None if known is None else known.stored_path
+            if stored is None or stored == str(path):
+                continue  # the registered original
         results.append(
             accept_bytes(
                 data,
