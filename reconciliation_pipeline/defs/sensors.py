@@ -52,7 +52,7 @@ def settlement_file_sensor(context: dg.SensorEvaluationContext, recon: ReconReso
     moved to quarantine with its reason; a file seen before (same bytes or same PSP batch) starts nothing."""
     requests: list[dg.RunRequest] = []
     skipped: list[str] = []
-    chain = {"sensor": SETTLEMENT_SENSOR, "run_id": "", "asset": "", "partition": ""}
+    chain: dict[str, object] = {"sensor": SETTLEMENT_SENSOR, "run_id": "", "asset": "", "partition": ""}
     for outcome in register_landed(recon.lake, recon.engine, actor=SETTLEMENT_SENSOR, chain=chain):
         if outcome.status != "accepted":
             skipped.append(outcome.message)
