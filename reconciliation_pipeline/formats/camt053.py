@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from reconciliation_pipeline import frames
-from reconciliation_pipeline.formats.adyen import BOM, basename, finish, sha256_hex
+from reconciliation_pipeline.formats.common import BOM, basename, finish, sha256_hex
 from reconciliation_pipeline.formats.errors import FormatError
 from reconciliation_pipeline.money import MoneyError, known_currency, to_major_str, to_minor
 

@@ -38,7 +38,7 @@ from typing import Any
 import polars as pl
 
 from reconciliation_pipeline import frames
-from reconciliation_pipeline.formats.adyen import BOM, basename, finish, sha256_hex
+from reconciliation_pipeline.formats.common import BOM, basename, finish, sha256_hex
 from reconciliation_pipeline.formats.errors import FormatError
 from reconciliation_pipeline.money import MoneyError, exponent, known_currency, to_minor
 

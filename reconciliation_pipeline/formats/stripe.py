@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from reconciliation_pipeline import frames
-from reconciliation_pipeline.formats.adyen import (
+from reconciliation_pipeline.formats.common import (
     ROW,
     amounts_to_minor,
     basename,

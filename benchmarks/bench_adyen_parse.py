@@ -1,0 +1,146 @@
+"""Parse a large Adyen settlement details report and compare with a bare ``polars.read_csv``.
+
+    .venv/bin/python benchmarks/bench_adyen_parse.py [--rows 1000000]
+
+Prints wall time and peak memory of both, each in a fresh process, and the ratio (goal: within 2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _measure import measure
+
+HEADER = [
+    "Company Account",
+    "Merchant Account",
+    "Psp Reference",
+    "Merchant Reference",
+    "Payment Method",
+    "Creation Date",
+    "TimeZone",
+    "Type",
+    "Modification Reference",
+    "Gross Currency",
+    "Gross Debit (GC)",
+    "Gross Credit (GC)",
+    "Exchange Rate",
+    "Net Currency",
+    "Net Debit (NC)",
+    "Net Credit (NC)",
+    "Commission (NC)",
+    "Markup (NC)",
+    "Scheme Fees (NC)",
+    "Interchange (NC)",
+    "Payment Method Variant",
+    "Modification Merchant Reference",
+    "Batch Number",
+    "Reserved4",
+    "Reserved5",
+    "Reserved6",
+    "Reserved7",
+    "Reserved8",
+    "Reserved9",
+    "Reserved10",
+]
+
+
+def write_report(path: Path, rows: int) -> None:
+    """A valid one-batch report: ``rows`` captures and a MerchantPayout row that balances them."""
+    n = pl.int_range(0, rows, eager=True)
+    gross = 1000 + (n * 7919) % 100_000  # minor units
+    fee = 10 + (n % 90)
+    net = gross - fee
+
+    def major(col: pl.Series) -> pl.Series:
+        return (col // 100).cast(pl.String) + "." + (col % 100).cast(pl.String).str.zfill(2)
+
+    frame = pl.DataFrame(
+        {
+            "Company Account": "BenchCo",
+            "Merchant Account": "BenchCasinoEUR",
+            "Psp Reference": n.cast(pl.String).str.zfill(16),
+            "Merchant Reference": "tx-" + n.cast(pl.String),
+            "Payment Method": "visa",
+            "Creation Date": "2026-03-02 10:15:00",
+            "TimeZone": "CET",
+            "Type": "Settled",
+            "Modification Reference": "M" + n.cast(pl.String).str.zfill(15),
+            "Gross Currency": "EUR",
+            "Gross Debit (GC)": "",
+            "Gross Credit (GC)": major(gross),
+            "Exchange Rate": "1",
+            "Net Currency": "EUR",
+            "Net Debit (NC)": "",
+            "Net Credit (NC)": major(net),
+            "Commission (NC)": "",
+            "Markup (NC)": major(fee),
+            "Scheme Fees (NC)": "",
+            "Interchange (NC)": "",
+            "Payment Method Variant": "visaclassic",
+            "Modification Merchant Reference": "",
+            "Batch Number": "812",
+            **{f"Reserved{i}": "" for i in range(4, 11)},
+        }
+    )
+    total = int(net.sum())
+    payout = {c: "" for c in HEADER} | {
+        "Company Account": "BenchCo",
+        "Merchant Account": "BenchCasinoEUR",
+        "Creation Date": "2026-03-03 06:00:00",
+        "TimeZone": "CET",
+        "Type": "MerchantPayout",
+        "Modification Reference": "TX0000000812XT batch 812",
+        "Gross Currency": "EUR",
+        "Net Currency": "EUR",
+        "Net Debit (NC)": f"{total // 100}.{total % 100:02d}",
+        "Batch Number": "812",
+    }
+    pl.concat([frame.select(HEADER), pl.DataFrame([payout]).select(HEADER)]).write_csv(path)
+
+
+def bare_read(path: str, warmup: bool) -> int:
+    return pl.read_csv(path, infer_schema=False).height
+
+
+def full_parse(path: str, warmup: bool) -> int:
+    from reconciliation_pipeline.formats import adyen
+
+    return adyen.parse(Path(path).read_bytes(), Path(path).name).height
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "settlement_detail_report_batch_812.csv"
+        write_report(path, args.rows)
+        size_mib = path.stat().st_size / 2**20
+        base = measure("bench_adyen_parse", "bare_read", str(path), repeat=args.repeat)
+        cand = measure("bench_adyen_parse", "full_parse", str(path), repeat=args.repeat)
+    assert base.result == cand.result == args.rows + 1, (base.result, cand.result)
+    ratio = cand.seconds / base.seconds
+    print(
+        f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+        f"polars {pl.__version__}"
+    )
+    print(f"file: {args.rows + 1:,} rows, {size_mib:.0f} MiB")
+    print(f"baseline polars.read_csv (all text): {base.seconds:8.3f} s  peak {base.peak_mib:7.0f} MiB")
+    print(f"adyen.parse (validated, minor units): {cand.seconds:8.3f} s  peak {cand.peak_mib:7.0f} MiB")
+    print(f"ratio parse / read_csv: {ratio:.2f}x (goal <= 2x)")
+    return {"ratio": ratio, "baseline_s": base.seconds, "parse_s": cand.seconds}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Vectorised helpers the CSV and XML parsers share: reading CSV as text, exact decimal amounts to
+minor units, finding the first bad row, and the final contract check."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandera.errors
+import polars as pl
+
+from reconciliation_pipeline import frames
+from reconciliation_pipeline.formats.errors import FormatError
+from reconciliation_pipeline.money import MoneyError, exponent, known_currency, to_minor
+
+ROW = "__row"  # 1-based data row (header excluded), added to every CSV frame
+BOM = b"\xef\xbb\xbf"
+
+#: A plain decimal in major units: optional sign, digits with an optional fraction, or a leading-dot
+#: fraction (``.11``). No exponents, no thousands separators, no decimal comma.
+DECIMAL_RE = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
+_DECIMAL = re.compile(DECIMAL_RE)
+#: Integer digits accepted before the decimal point (keeps every scaled amount inside int64).
+_MAX_INT_DIGITS = 14
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def basename(source_file: str) -> str:
+    return re.split(r"[\\/]", source_file)[-1] or source_file
+
+
+def first_line(data: bytes, limit: int = 65536) -> str:
+    """The first line of ``data`` (BOM stripped) as text, for cheap format sniffing."""
+    head = data[:limit]
+    if head.startswith(BOM):
+        head = head[len(BOM) :]
+    line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    return line.decode("utf-8", errors="replace")
+
+
+def read_csv_strings(
+    data: bytes,
+    source_file: str,
+    *,
+    what: str,
+    required: Sequence[str],
+    used: Iterable[str] = (),
+) -> pl.DataFrame:
+    """Read a single-header CSV with every column as text, plus a 1-based data-row column :data:`ROW`.
+
+    In the ``required`` and ``used`` columns, empty and quoted-empty (``""``) values become null.
+    Raises :class:`FormatError` for an empty file, bytes that are not UTF-8, unreadable CSV, a missing
+    required column, or a header with no data rows.
+    """
+    name = basename(source_file)
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+    if not data or data.isspace():
+        raise FormatError.at(
+            name,
+            f"the file is empty; expected a CSV file ({what}) with a header line",
+            hint="Check that the transfer completed and ingest the complete file.",
+        )
+    _refuse_truncated_last_line(data, name, what)
+    try:
+        frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise _csv_read_error(data, name, what, exc) from exc
+    frame = frame.rename({c: c.strip() for c in frame.columns if c != c.strip()})
+    for column in required:
+        if column not in frame.columns:
+            raise FormatError.at(
+                name,
+                f"the header has no {column!r} column, which the {what} must have",
+                field=column,
+                value=None,
+                hint="Re-export the report with the standard columns "
+                f"(header found: {', '.join(frame.columns)[:300]}).",
+            )
+    if frame.height == 0:
+        raise FormatError.at(
+            name,
+            f"no data rows: the file ({what}) has a header line only",
+            hint="An empty report is not a settlement file; ingest the report that has rows.",
+        )
+    cols = list(dict.fromkeys([*required, *used]))
+    cols = [c for c in cols if c in frame.columns]
+    return frame.with_columns(
+        [pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in cols]
+        + [pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW)]
+    )
+
+
+def _refuse_truncated_last_line(data: bytes, name: str, what: str) -> None:
+    """A file cut off mid-line (no final line end, fewer fields than the header or an open quote) is
+    refused whole, before any parsing."""
+    tail = data.rstrip(b" \t")
+    if tail.endswith((b"\n", b"\r")) or b"\n" not in tail:
+        return
+    header = next(csv.reader([tail.split(b"\n", 1)[0].decode("utf-8", "replace").strip()]), [])
+    last = tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    fields = next(csv.reader([last]), [])
+    open_quote = last.count('"') % 2 == 1
+    if len(fields) < len(header) or open_quote:
+        complete = len(fields) - 1 if open_quote else len(fields)
+        raise FormatError.at(
+            name,
+            f"the last line is cut off ({max(complete, 0)} of the header's {len(header)} fields"
+            f"{', inside a quoted value' if open_quote else ''}, no line end): the {what} was truncated",
+            row=tail.count(b"\n"),
+            field=header[max(complete, 0)] if header else None,
+            value=last[-40:],
+            hint="Fetch the complete file again from the PSP and ingest it; nothing of this file was loaded.",
+        )
+
+
+def _csv_read_error(data: bytes, name: str, what: str, exc: Exception) -> FormatError:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = data.count(b"\n", 0, bad.start) + 1
+        return FormatError.at(
+            name,
+            "the file is not UTF-8 text",
+            row=line - 1 if line > 1 else None,
+            value=data[bad.start : bad.start + 4].hex(" "),
+            hint=f"Settlement files are UTF-8; this byte sequence is at line {line}. "
+            "Re-download the original file (do not open and re-save it in a spreadsheet).",
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return FormatError.at(
+        name,
+        f"not a readable CSV file ({what}): {first}",
+        hint="Check that the file is an unmodified comma-separated export.",
+    )
+
+
+def first_row(frame: pl.DataFrame, mask: pl.Expr) -> dict[str, Any] | None:
+    """The first row of ``frame`` where ``mask`` is true, as a dict, or None."""
+    index = frame.select(mask.fill_null(False).arg_true().first()).item()
+    return None if index is None else frame.row(int(index), named=True)
+
+
+def currency_exponents(frame: pl.DataFrame, column: str, source_file: str) -> dict[str, int]:
+    """Map each distinct (non-null) value of ``column`` to its ISO 4217 exponent; unknown → FormatError."""
+    mapping: dict[str, int] = {}
+    for value in frame.get_column(column).drop_nulls().unique().sort().to_list():
+        code = value.upper()
+        if not re.fullmatch(r"[A-Z]{3}", code) or not known_currency(code):
+            hit = first_row(frame, pl.col(column) == value)
+            row = None if hit is None else hit[ROW]
+            raise FormatError.at(
+                basename(source_file),
+                "unknown currency",
+                row=row if isinstance(row, int) else None,
+                field=column,
+                value=value,
+                hint="Use an ISO 4217 currency code this platform knows (money.py); "
+                "if the currency is real, add its exponent to money.py first.",
+            )
+        mapping[value] = exponent(code)
+    return mapping
+
+
+def _minor_stage_one(field: str) -> list[pl.Expr]:
+    text = pl.col(field)
+    parts = text.str.strip_chars_start("+-").str.split_exact(".", 1)
+    return [
+        parts.struct.field("field_0").str.strip_chars_start("0").alias(f"__int{field}"),
+        parts.struct.field("field_1").fill_null("").str.strip_chars_end("0").alias(f"__frac{field}"),
+        text.str.contains(DECIMAL_RE).alias(f"__syntax{field}"),
+        text.str.starts_with("-").alias(f"__neg{field}"),
+    ]
+
+
+def _minor_stage_two(field: str, exp: pl.Expr, out: str) -> pl.Expr:
+    whole, frac = pl.col(f"__int{field}"), pl.col(f"__frac{field}")
+    frac_len = frac.str.len_bytes().cast(pl.Int64)
+    exp64 = exp.cast(pl.Int64)
+    ok = pl.col(f"__syntax{field}") & (frac_len <= exp64) & (whole.str.len_bytes() <= _MAX_INT_DIGITS)
+    ten = pl.lit(10, pl.Int64)
+    magnitude = whole.cast(pl.Int64, strict=False).fill_null(0) * ten.pow(exp64.clip(0)) + frac.cast(
+        pl.Int64, strict=False
+    ).fill_null(0) * ten.pow((exp64 - frac_len).clip(0))
+    value = pl.when(pl.col(f"__neg{field}")).then(-magnitude).otherwise(magnitude)
+    return pl.when(ok).then(value).otherwise(pl.lit(None, pl.Int64)).alias(out)
+
+
+def minor_units_many(frame: pl.DataFrame, specs: Sequence[tuple[str, pl.Expr, str]]) -> pl.DataFrame:
+    """Add, for every ``(field, exponent expr, out)``, column ``out``: decimal major-unit text in ``field``
+    → int64 minor units at that exponent.
+
+    Null when empty or not exact: trailing fraction zeros beyond the exponent are accepted (``1.230`` EUR
+    = 123), any other extra digit, a malformed number or more than 14 integer digits gives null (the
+    caller reports it). Integer arithmetic on the split parts, no floats; two stages so that each string
+    operation runs once, every column of a stage in parallel.
+    """
+    if not specs:
+        return frame
+    frame = frame.with_columns([e for field, _, _ in specs for e in _minor_stage_one(field)])
+    frame = frame.with_columns([_minor_stage_two(field, exp, out) for field, exp, out in specs])
+    return frame.drop([f"__{p}{field}" for field, _, _ in specs for p in ("int", "frac", "syntax", "neg")])
+
+
+def minor_units(frame: pl.DataFrame, field: str, exp: pl.Expr, out: str) -> pl.DataFrame:
+    """One column of :func:`minor_units_many`."""
+    return minor_units_many(frame, [(field, exp, out)])
+
+
+def minor_col(field: str) -> str:
+    return f"__minor__{field}"
+
+
+def amounts_to_minor(
+    frame: pl.DataFrame,
+    source_file: str,
+    specs: Sequence[tuple[str, str]],
+    *,
+    upper: bool = False,
+) -> pl.DataFrame:
+    """Add ``minor_col(field)`` for every ``(amount field, currency field)`` in ``specs``.
+
+    Every non-empty amount must be a plain decimal, exact in its currency's minor units, with a known
+    currency; the first row that is not raises :class:`FormatError` naming row, field and value.
+    """
+    name = basename(source_file)
+    exps: dict[str, pl.Expr] = {}
+    for _, cur in specs:
+        if cur not in exps:
+            mapping = currency_exponents(frame, cur, source_file)
+            exps[cur] = pl.col(f"__exp__{cur}")
+            frame = frame.with_columns(
+                pl.col(cur)
+                .replace_strict(mapping, default=None, return_dtype=pl.Int64)
+                .alias(f"__exp__{cur}")
+            )
+    empty = [field for field, _ in specs if frame.get_column(field).null_count() == frame.height]
+    # An all-empty column (common: the unused debit or credit side) needs no parsing.
+    frame = frame.with_columns([pl.lit(None, pl.Int64).alias(minor_col(field)) for field in empty])
+    frame = minor_units_many(
+        frame, [(field, exps[cur], minor_col(field)) for field, cur in specs if field not in empty]
+    )
+    bad = [pl.col(field).is_not_null() & pl.col(minor_col(field)).is_null() for field, _ in specs]
+    hit = first_row(frame, pl.any_horizontal(bad))
+    if hit is not None:
+        for field, cur in specs:
+            raw, currency = hit[field], hit[cur]
+            if raw is not None and hit[minor_col(field)] is None:
+                raise amount_error(
+                    name,
+                    hit[ROW],
+                    field,
+                    str(raw),
+                    None if currency is None else str(currency),
+                    currency_field=cur,
+                )
+    return frame
+
+
+def amount_error(
+    name: str, row: object, field: str, raw: str, currency: str | None, *, currency_field: str
+) -> FormatError:
+    row_no = row if isinstance(row, int) else None
+    if currency is None:
+        return FormatError.at(
+            name,
+            f"an amount is given but {currency_field!r} is empty",
+            row=row_no,
+            field=currency_field,
+            value=raw,
+            hint="Every amount needs its currency; re-export the report.",
+        )
+    if not _DECIMAL.match(raw):
+        return FormatError.at(
+            name,
+            "not a decimal amount in major units",
+            row=row_no,
+            field=field,
+            value=raw,
+            hint="Amounts must look like 12.30 (dot as decimal separator, no thousands "
+            "separators); re-export the report with '.' as the decimal separator.",
+        )
+    try:
+        to_minor(raw, currency)
+    except MoneyError as exc:
+        return FormatError.at(
+            name,
+            str(exc),
+            row=row_no,
+            field=field,
+            value=raw,
+            hint=f"{currency.upper()} amounts have {exponent(currency)} decimals; "
+            "the PSP must re-issue the file.",
+        )
+    return FormatError.at(
+        name,
+        "amount is out of range",
+        row=row_no,
+        field=field,
+        value=raw,
+        hint="Amounts above 10^14 major units are not supported; check the file.",
+    )
+
+
+def finish(frame: pl.DataFrame, source_file: str) -> pl.DataFrame:
+    """Conform to :data:`frames.SETTLEMENT_LINE_SCHEMA` and validate with the pandera contract."""
+    out = frames.conform(frame, frames.SETTLEMENT_LINE_SCHEMA)
+    try:
+        frames.SettlementLineModel.validate(out)
+    except (pandera.errors.SchemaError, pandera.errors.SchemaErrors) as exc:
+        raise FormatError.at(
+            basename(source_file),
+            f"parsed rows break the settlement-line contract: {str(exc)[:500]}",
+            hint="This is a parser defect or an unsupported variant of the format; report it with the file.",
+        ) from exc
+    return out
