@@ -1260,3 +1260,83 @@ def test_parse_as_parses_each_format() -> None:
         frame = registry.parse_as(psp, data.encode(), f"f.{psp}")
         assert frame.height > 0 and set(frame["psp"]) == {psp}
         frames.SettlementLineModel.validate(frame)
+
+
+# --------------------------------------------------------------------------------------------------------
+# camt.053 round trip: entries written as a statement (v02 or v08), parsed back
+# --------------------------------------------------------------------------------------------------------
+
+_camt_text = (
+    st.text(
+        alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", "Zs"), exclude_characters="\x00"),
+        min_size=1,
+        max_size=30,
+    )
+    .map(str.strip)
+    .filter(bool)
+)
+
+
+@given(
+    ccy=st.sampled_from(["EUR", "JPY", "KWD"]),
+    version=st.sampled_from(["02", "08"]),
+    opening=st.integers(min_value=0, max_value=10**9),
+    entries=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=10**10),
+            st.booleans(),
+            _camt_text,
+            st.lists(_camt_text, max_size=3),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_camt_round_trip(
+    ccy: str, version: str, opening: int, entries: list[tuple[int, bool, str, list[str]]]
+) -> None:
+    from xml.sax.saxutils import escape
+
+    signed = [amount if credit else -amount for amount, credit, _, _ in entries]
+    closing = opening + sum(signed)
+
+    def bal(code: str, minor: int) -> str:
+        ind = "CRDT" if minor >= 0 else "DBIT"
+        return (
+            f"<Bal><Tp><CdOrPrtry><Cd>{code}</Cd></CdOrPrtry></Tp>"
+            f'<Amt Ccy="{ccy}">{to_major_str(abs(minor), ccy)}</Amt><CdtDbtInd>{ind}</CdtDbtInd>'
+            "<Dt><Dt>2026-03-05</Dt></Dt></Bal>"
+        )
+
+    status = "<Sts>BOOK</Sts>" if version == "02" else "<Sts><Cd>BOOK</Cd></Sts>"
+    body = "".join(
+        f'<Ntry><Amt Ccy="{ccy}">{to_major_str(amount, ccy)}</Amt>'
+        f"<CdtDbtInd>{'CRDT' if credit else 'DBIT'}</CdtDbtInd>{status}"
+        f"<BookgDt><Dt>2026-03-05</Dt></BookgDt><ValDt><Dt>2026-03-06</Dt></ValDt>"
+        f"<AcctSvcrRef>{escape(ref)}</AcctSvcrRef>"
+        "<BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>ESCT</SubFmlyCd></Fmly></Domn></BkTxCd>"
+        + (
+            "<NtryDtls><TxDtls><RmtInf>"
+            + "".join(f"<Ustrd>{escape(u)}</Ustrd>" for u in texts)
+            + "</RmtInf></TxDtls></NtryDtls>"
+            if texts
+            else ""
+        )
+        + "</Ntry>"
+        for amount, credit, ref, texts in entries
+    )
+    doc = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.{version}">'
+        "<BkToCstmrStmt><GrpHdr><MsgId>M1</MsgId><CreDtTm>2026-03-05T18:00:00</CreDtTm></GrpHdr>"
+        f"<Stmt><Id>S1</Id><CreDtTm>2026-03-05T18:00:00</CreDtTm><Acct><Id><IBAN>MT84MALT011000012345MTLCAST001S</IBAN>"
+        f"</Id></Acct>{bal('OPBD', opening)}{bal('CLBD', closing)}{body}</Stmt></BkToCstmrStmt></Document>"
+    )
+    got = rows(camt053.parse(doc.encode(), "rt.xml"))
+    assert [r["source_row"] for r in got] == list(range(1, len(entries) + 1))
+    assert [r["amount_minor"] for r in got] == signed
+    assert {r["currency"] for r in got} == {ccy}
+    assert [r["movement_reference"] for r in got] == [ref for _, _, ref, _ in entries]
+    expected_text = [" | ".join(texts) or None for _, _, _, texts in entries]
+    assert [r["remittance_info"] for r in got] == expected_text
+    assert all(r["booking_date"] == dt.date(2026, 3, 5) for r in got)
