@@ -97,6 +97,8 @@ SETTLEMENT_LINE_SCHEMA: dict[str, pl.DataType] = {
     "net_amount_minor": pl.Int64(),  # signed, net_currency
     "net_currency": pl.String(),
     "exchange_rate": pl.String(),  # decimal text, gross -> net currency
+    "presentment_amount_minor": pl.Int64(),  # signed amount the player saw, when the PSP reports it
+    "presentment_currency": pl.String(),  # (Stripe customer_facing_*), for cross-currency settlement
 }
 
 RECORDS = ("ledger", "settlement")

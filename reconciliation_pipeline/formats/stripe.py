@@ -40,6 +40,8 @@ C_SOURCE = "source_id"
 C_CHARGE = "charge_id"
 C_INTENT = "payment_intent_id"
 C_CONNECTED = "connected_account_id"
+C_FACING = "customer_facing_amount"
+C_FACING_CCY = "customer_facing_currency"
 
 REQUIRED = (C_PAYOUT, C_TXN, C_CREATED, C_CCY, C_GROSS, C_FEE, C_NET, C_CATEGORY, C_SOURCE)
 OPTIONAL = (C_AVAILABLE, C_CHARGE, C_INTENT, C_CONNECTED)
@@ -108,7 +110,14 @@ def parse(data: bytes, source_file: str) -> pl.DataFrame:
                 hint="Re-run the report without changing the timestamp columns.",
             )
 
-    frame = amounts_to_minor(frame, source_file, [(C_GROSS, C_CCY), (C_FEE, C_CCY), (C_NET, C_CCY)])
+    specs = [(C_GROSS, C_CCY), (C_FEE, C_CCY), (C_NET, C_CCY)]
+    has_presentment = C_FACING in frame.columns and C_FACING_CCY in frame.columns
+    if has_presentment:
+        frame = frame.with_columns(
+            [pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in (C_FACING, C_FACING_CCY)]
+        )
+        specs.append((C_FACING, C_FACING_CCY))
+    frame = amounts_to_minor(frame, source_file, specs)
     gross = pl.col(minor_col(C_GROSS))
     fee = pl.col(minor_col(C_FEE)).fill_null(0)
     net = pl.col(minor_col(C_NET))
@@ -158,6 +167,12 @@ def parse(data: bytes, source_file: str) -> pl.DataFrame:
         net.alias("net_amount_minor"),
         currency.alias("net_currency"),
         pl.lit(None, pl.String).alias("exchange_rate"),
+        (pl.col(minor_col(C_FACING)) if has_presentment else pl.lit(None, pl.Int64)).alias(
+            "presentment_amount_minor"
+        ),
+        (pl.col(C_FACING_CCY).str.to_uppercase() if has_presentment else pl.lit(None, pl.String)).alias(
+            "presentment_currency"
+        ),
         pl.col(C_NET).alias("__net_text"),
     )
     _check_payout_totals(out, name)
