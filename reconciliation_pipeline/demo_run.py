@@ -6,7 +6,6 @@ import datetime as dt
 import os
 from pathlib import Path
 
-import polars as pl
 from rich.console import Console
 from rich.table import Table
 
@@ -15,7 +14,7 @@ from .export import write_export
 from .ingest import ingest_file
 from .lake import Lake
 from .landing import land_jsonl
-from .matching.accuracy import Accuracy, measure
+from .matching.accuracy import Accuracy, measure, read_truth
 from .runner import DateRun, run_range
 from .settings import Settings, dagster_home
 from .store import db
@@ -80,6 +79,9 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
         console.print(f"{psp}: {statuses}")
 
     console.rule(f"4. Run the Dagster assets for {first} .. {last} (recon run)")
+    # The accuracy check of the reconciliation asset compares with this truth and blocks publication
+    # below RECON_ACCURACY_THRESHOLD on the truth's as-of date.
+    os.environ["RECON_GROUND_TRUTH"] = str(manifest.ground_truth_file)
     results = run_range(first, last, on_date=lambda r: _show_run(console, r))
     if not all(r.success for r in results):
         console.print("[red]A run failed; see it in the Dagster UI.[/red]")
@@ -90,16 +92,15 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
     export_csv = exports / "outcomes.csv"
     frame = write_export(engine, export_csv, "csv")
     write_export(engine, exports / "outcomes.parquet", "parquet")
-    truth = pl.read_csv(
-        manifest.ground_truth_file,
-        schema_overrides={"business_date": pl.Date, "source_row": pl.Int64},
-        infer_schema_length=0,
-    ).with_columns(pl.col("source_row").cast(pl.Int64), pl.col("business_date").cast(pl.Date))
+    truth = read_truth(manifest.ground_truth_file)
     acc = measure(frame, truth)
     console.print(accuracy_table(acc))
 
     console.rule("Where to look")
-    env = f"RECON_DATA_DIR={settings.data_path} DAGSTER_HOME={home}"
+    env = (
+        f"RECON_DATA_DIR={settings.data_path} DAGSTER_HOME={home} "
+        f"RECON_GROUND_TRUTH={manifest.ground_truth_file}"
+    )
     if os.environ.get("RECON_DATABASE_URL"):
         env += " RECON_DATABASE_URL=$RECON_DATABASE_URL"
     console.print(

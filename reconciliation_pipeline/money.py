@@ -40,6 +40,8 @@ _EXPONENT_NOT_2: dict[str, int] = {
     "CLF": 4,
     "UYW": 4,
 }
+#: Currencies whose ISO 4217 exponent is not 2 (for vectorised lookups; 2 is the default).
+NON_DEFAULT_EXPONENTS: dict[str, int] = _EXPONENT_NOT_2
 _TWO_DIGIT: frozenset[str] = frozenset(
     [
         "AED",

@@ -95,6 +95,8 @@ def run_reconciliation(lake: Lake, day: dt.date, settings: Settings) -> ReconRes
         conform(lines, SETTLEMENT_LINE_SCHEMA),
         as_of=day,
         lag_days=settings.settlement_lag_days,
+        fx_tolerance_minor=settings.fx_tolerance_minor,
+        rules=settings.rules,
     )
     atomic_write_parquet(lake.lake_table("outcomes", day) / PART, result.outcomes)
     atomic_write_parquet(lake.lake_table("evidence", day) / PART, result.evidence)

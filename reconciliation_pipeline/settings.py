@@ -33,6 +33,18 @@ class Settings(BaseSettings):
     partitions_start: dt.date = Field(
         default=dt.date(2024, 1, 1), description="First business date Dagster partitions offer"
     )
+    fx_tolerance_minor: int = Field(
+        default=2, ge=0, description="Cross-currency: |PSP rate x amount - booked| allowed, in minor units"
+    )
+    rules: dict[str, list[str]] | None = Field(
+        default=None,
+        description='Matching rules per PSP, as JSON: {"paypal": ["exact_ref", "merchant_ref"]}; '
+        "PSPs not named use every rule",
+    )
+    ground_truth: Path | None = Field(
+        default=None, description="A ground-truth file (demo data): the accuracy check compares with it"
+    )
+    accuracy_threshold: float = Field(default=0.998, ge=0, le=1)
     code_version: str = Field(default="0.1.0", description="Recorded in every audit event")
     topic: str = Field(default="payments.transactions.v1")
 
@@ -40,6 +52,20 @@ class Settings(BaseSettings):
     @classmethod
     def _known_tz(cls, value: str) -> str:
         ZoneInfo(value)  # raises for an unknown zone, with the zone's name in the message
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        from .matching.engine import CONFIGURABLE_RULES
+
+        for psp, names in (value or {}).items():
+            unknown = sorted(set(names) - CONFIGURABLE_RULES)
+            if unknown:
+                raise ValueError(
+                    f"RECON_RULES for {psp!r} names unknown rules {unknown}; "
+                    f"configurable rules are {sorted(CONFIGURABLE_RULES)}"
+                )
         return value
 
     @cached_property

@@ -15,6 +15,7 @@ from .. import pipeline
 from ..frames import LedgerModel, OutcomeModel, SettlementLineModel
 from ..ingest import register_landed
 from ..matching import RULES
+from ..matching.accuracy import measure, read_truth
 from .partitions import business_date_partitions
 from .resources import ReconResource
 
@@ -24,6 +25,7 @@ LEDGER_SCHEMA_CHECK = "ledger_schema"
 SETTLEMENT_SCHEMA_CHECK = "settlement_lines_schema"
 COMPLETENESS_CHECK = "every_record_has_one_outcome"
 OUTCOME_SCHEMA_CHECK = "outcome_schema"
+ACCURACY_CHECK = "accuracy_vs_ground_truth"
 
 
 def _day(context: dg.AssetExecutionContext) -> dt.date:
@@ -145,6 +147,13 @@ def settlement_lines(context: dg.AssetExecutionContext, recon: ReconResource) ->
             blocking=True,
             description="pandera OutcomeModel: statuses and categories from the fixed vocabulary",
         ),
+        dg.AssetCheckSpec(
+            ACCURACY_CHECK,
+            asset="reconciliation",
+            blocking=True,
+            description="accuracy per category and overall against RECON_GROUND_TRUTH (demo data), "
+            "evaluated on the truth's as-of date; blocks publication below RECON_ACCURACY_THRESHOLD",
+        ),
     ],
     kinds={"polars"},
 )
@@ -177,7 +186,42 @@ def reconciliation(context: dg.AssetExecutionContext, recon: ReconResource) -> d
                 metadata={"records": keys.len(), "distinct_records": keys.n_unique()},
             ),
             _schema_check(OUTCOME_SCHEMA_CHECK, OutcomeModel, outcomes),
+            _accuracy_check(result.export, day, recon),
         ],
+    )
+
+
+def _accuracy_check(export: pl.DataFrame, day: dt.date, recon: ReconResource) -> dg.AssetCheckResult:
+    settings = recon.settings
+    path = settings.ground_truth
+    if path is None or not path.exists():
+        reason = "no ground truth configured (RECON_GROUND_TRUTH); production data has none"
+        return dg.AssetCheckResult(
+            check_name=ACCURACY_CHECK, passed=True, metadata={"evaluated": False, "reason": reason}
+        )
+    truth = read_truth(path)
+    as_of: dt.date | None = truth.filter(pl.col("record") == "ledger")["business_date"].max()  # type: ignore[assignment]
+    if as_of != day:
+        reason = f"the ground truth is as of {as_of}; it is evaluated on that business date"
+        return dg.AssetCheckResult(
+            check_name=ACCURACY_CHECK, passed=True, metadata={"evaluated": False, "reason": reason}
+        )
+    first = day - dt.timedelta(days=settings.lookback_days)
+    acc = measure(export, truth.filter(pl.col("business_date") >= first))
+    table = ["| category | records | correct | accuracy |", "| --- | ---: | ---: | ---: |"]
+    table += [f"| {c} | {n} | {k} | {a:.4%} |" for c, n, k, a in acc.by_category.iter_rows()]
+    return dg.AssetCheckResult(
+        check_name=ACCURACY_CHECK,
+        passed=acc.overall >= settings.accuracy_threshold,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "evaluated": True,
+            "accuracy": dg.MetadataValue.float(acc.overall),
+            "threshold": dg.MetadataValue.float(settings.accuracy_threshold),
+            "records": acc.total,
+            "by_category": dg.MetadataValue.md("\n".join(table)),
+            "wrong_sample": dg.MetadataValue.json(acc.wrong.head(10).to_dicts()),
+        },
     )
 
 

@@ -8,6 +8,7 @@ missing from the outcomes, or one that should not exist, counts as wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -36,6 +37,13 @@ class Accuracy:
     total: int
     by_category: pl.DataFrame  # category, records, correct, accuracy
     wrong: pl.DataFrame  # key, truth vs outcome, for the first look
+
+
+def read_truth(path: Path) -> pl.DataFrame:
+    """A ground-truth file (outcome-export columns, CSV) with its types."""
+    return pl.read_csv(path, infer_schema_length=0).with_columns(
+        pl.col("source_row").cast(pl.Int64), pl.col("business_date").str.to_date()
+    )
 
 
 def category_of() -> pl.Expr:

@@ -164,3 +164,126 @@ def test_accuracy_counts_group_status_category_and_missing_records(result: pl.Da
         match_id=pl.when(pl.col("record") == "ledger").then(pl.lit(None)).otherwise("match_id")
     )
     assert measure(split, export).by_category.filter(pl.col("category") == "matched")["accuracy"][0] < 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The awkward cases: splits, cross-currency, order of settlement, late chargebacks, per-PSP rules
+# ---------------------------------------------------------------------------------------------------------
+
+AWKWARD_LEDGER = ledger("""transaction_id|psp|psp_reference|original_transaction_id|kind|amount_minor|currency|business_date
+sp-1|adyen|SPLIT1||deposit|1000|EUR|2026-03-02
+sp-2|adyen|SPLIT2||deposit|900|EUR|2026-03-05
+sp-3|adyen|SPLIT3||deposit|900|EUR|2026-03-05
+sb-1|paypal|BOOK1||deposit|300|EUR|2026-03-02
+sb-2|paypal|BOOK1||deposit|200|EUR|2026-03-02
+fx-1|stripe|pi_fx1||deposit|2700|JPY|2026-03-02
+fx-2|adyen|FX2||deposit|10000|EUR|2026-03-02
+fx-3|adyen|FX3||deposit|10000|EUR|2026-03-02
+dep-9|adyen|D9||deposit|5000|EUR|2026-03-01
+ref-9|adyen|R9|dep-9|refund|1000|EUR|2026-03-02
+old-1|stripe|pi_old||deposit|4000|EUR|2026-02-01
+cb-1|stripe|du_old|old-1|chargeback|4000|EUR|2026-03-03
+""")
+
+AWKWARD_LINES = lines("""psp|source_file|source_row|line_kind|movement_reference|merchant_reference|payout_reference|remittance_info|amount_minor|currency|booking_date|presentment_amount_minor|presentment_currency|net_currency|exchange_rate
+adyen|a.csv|1|capture|SPLIT1|sp-1|||600|EUR|2026-03-02||||
+adyen|b.csv|1|capture|SPLIT1|sp-1|||400|EUR|2026-03-04||||
+adyen|b.csv|2|capture|SPLIT2|sp-2|||500|EUR|2026-03-05||||
+adyen|b.csv|3|capture|SPLIT3|sp-3|||300|EUR|2026-03-05||||
+adyen|b.csv|4|capture|SPLIT3|sp-3|||300|EUR|2026-03-06||||
+paypal|p.csv|1|capture|BOOK1|sb-1|||500|EUR|2026-03-03||||
+stripe|s.csv|1|capture|pi_fx1|fx-1|||1650|EUR|2026-03-03|2700|JPY||
+adyen|a.csv|3|capture|FX2|fx-2|||115000|SEK|2026-03-03|||EUR|0.0869565
+adyen|a.csv|4|capture|FX3|fx-3|||115000|SEK|2026-03-03|||EUR|0.0900000
+adyen|a.csv|5|refund|R9|dep-9|||-1000|EUR|2026-03-02||||
+adyen|c.csv|1|capture|D9|dep-9|||5000|EUR|2026-03-04||||
+stripe|s.csv|2|chargeback|du_old|old-1|||-4000|EUR|2026-03-04||||
+""")
+
+AWKWARD_CASES = """key|status|category|rule|group_with
+ledger:sp-1|matched||split_settlement|settlement:adyen:a.csv:1 settlement:adyen:b.csv:1
+ledger:sp-2|exception|amount_mismatch|ref_mismatch|settlement:adyen:b.csv:2
+ledger:sp-3|pending||split_settlement|settlement:adyen:b.csv:3 settlement:adyen:b.csv:4
+ledger:sb-1|matched||split_booking|ledger:sb-2 settlement:paypal:p.csv:1
+ledger:fx-1|matched||cross_currency|settlement:stripe:s.csv:1
+ledger:fx-2|matched||cross_currency|settlement:adyen:a.csv:3
+ledger:fx-3|exception|currency_mismatch|ref_mismatch|settlement:adyen:a.csv:4
+ledger:ref-9|matched||exact_ref|settlement:adyen:a.csv:5
+ledger:dep-9|matched||exact_ref|settlement:adyen:c.csv:1
+ledger:cb-1|matched||exact_ref|settlement:stripe:s.csv:2
+ledger:old-1|exception|missing_in_psp|lag_window|
+"""
+
+
+@pytest.fixture(scope="module")
+def awkward() -> pl.DataFrame:
+    return reconcile(AWKWARD_LEDGER, AWKWARD_LINES, as_of=AS_OF, lag_days=3).outcomes
+
+
+@pytest.mark.parametrize(
+    "case",
+    pl.read_csv(io.StringIO(AWKWARD_CASES), separator="|").iter_rows(named=True),
+    ids=lambda c: c["key"],
+)
+def test_awkward_truth_table(awkward: pl.DataFrame, case: dict[str, str | None]) -> None:
+    row = awkward.filter(pl.col("record_key") == case["key"]).row(0, named=True)
+    assert (row["status"], row["exception_category"], row["rule_id"]) == (
+        case["status"],
+        case["category"],
+        case["rule"],
+    )
+    members = set(str(case["group_with"] or "").split()) | {str(case["key"])}
+    if row["match_id"] is not None:
+        group = set(awkward.filter(pl.col("match_id") == row["match_id"])["record_key"].to_list())
+        assert group == members
+    elif row["status"] != "pending":
+        assert members == {case["key"]}
+    for other in members - {case["key"]}:
+        other_row = awkward.filter(pl.col("record_key") == other).row(0, named=True)
+        assert other_row["status"] == row["status"]
+
+
+def test_a_split_settlement_completes_when_its_last_part_arrives() -> None:
+    lone = AWKWARD_LEDGER.filter(pl.col("transaction_id") == "sp-1")
+    parts = AWKWARD_LINES.filter(pl.col("movement_reference") == "SPLIT1")
+    before = reconcile(lone, parts, as_of=dt.date(2026, 3, 3), lag_days=3).outcomes
+    assert set(before["exception_category"].to_list()) == {"amount_mismatch"}  # one part: 600 of 1000
+    after = reconcile(lone, parts, as_of=dt.date(2026, 3, 4), lag_days=3).outcomes
+    assert set(after["status"].to_list()) == {"matched"} and after["match_id"].n_unique() == 1
+
+
+def test_cross_currency_outside_the_tolerance_is_not_matched() -> None:
+    out = reconcile(AWKWARD_LEDGER, AWKWARD_LINES, as_of=AS_OF, lag_days=3, fx_tolerance_minor=0).outcomes
+    # 115000 SEK x 0.0869565 = 9999.9975 EUR cents -> 10000: still within 0.
+    assert out.filter(pl.col("record_key") == "ledger:fx-2")["rule_id"][0] == "cross_currency"
+    tighter = AWKWARD_LINES.with_columns(
+        exchange_rate=pl.when(pl.col("movement_reference") == "FX2")
+        .then(pl.lit("0.0869"))
+        .otherwise("exchange_rate")
+    )
+    out = reconcile(AWKWARD_LEDGER, tighter, as_of=AS_OF, lag_days=3, fx_tolerance_minor=2).outcomes
+    assert out.filter(pl.col("record_key") == "ledger:fx-2")["exception_category"][0] == "currency_mismatch"
+
+
+def test_rules_can_be_switched_off_per_psp() -> None:
+    everything = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).outcomes
+    no_merchant_ref = reconcile(
+        LEDGER, LINES, as_of=AS_OF, lag_days=3, rules={"adyen": ["exact_ref", "ref_mismatch"]}
+    ).outcomes
+    assert outcome_of(everything, "ledger:tx-4")[0] == "matched"
+    assert outcome_of(no_merchant_ref, "ledger:tx-4")[:2] == ("exception", "missing_in_psp")
+    # Stripe keeps every rule.
+    assert outcome_of(no_merchant_ref, "ledger:tx-10")[0] == "matched"
+
+
+def test_exceptions_carry_evidence() -> None:
+    result = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3)
+    evidence = dict(result.evidence.iter_rows())
+    exceptions = result.outcomes.filter(pl.col("status") == "exception")["record_key"].to_list()
+    assert set(exceptions) <= set(evidence)
+    import json
+
+    dup = json.loads(evidence["ledger:tx-6"])
+    assert dup["duplicate_of"] == "ledger:tx-1" and dup["settled_by"] == "settlement:adyen:a.csv:1"
+    mismatch = json.loads(evidence["ledger:tx-2"])
+    assert mismatch["difference_minor"] == -1 and mismatch["counterpart"] == "settlement:adyen:a.csv:2"
