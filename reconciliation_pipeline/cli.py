@@ -74,15 +74,27 @@ def land(
     if (from_jsonl is None) == (bootstrap_servers is None):
         err.print("[red]Give exactly one of --from-jsonl FILE or --bootstrap-servers H:P.[/red]")
         raise typer.Exit(2)
-    if bootstrap_servers is not None:
-        err.print(
-            "[red]Landing from Kafka (--bootstrap-servers) is not built yet; land a replay file with "
-            "--from-jsonl instead.[/red]"
-        )
-        raise typer.Exit(2)
-    assert from_jsonl is not None
     lake = Lake(settings.data_path)
     lake.ensure()
+    if bootstrap_servers is not None:
+        from .kafka_lander import land_from_kafka
+
+        stats = land_from_kafka(
+            bootstrap_servers=bootstrap_servers,
+            topic=topic,
+            group_id=group_id,
+            lake=lake,
+            tz=settings.business_tz,
+            until_idle=until_idle,
+        )
+        console.print(stats.summary())
+        if stats.dead_lettered:
+            err.print(
+                f"[yellow]{stats.dead_lettered} event(s) broke the transaction-event v1 schema and were "
+                f"dead-lettered to {lake.quarantine / 'transactions'}[/yellow]"
+            )
+        return
+    assert from_jsonl is not None
     result = land_jsonl(from_jsonl, lake=lake, tz=settings.business_tz)
     for problem in result.problems[:20]:
         err.print(f"[yellow]dead-lettered[/yellow] {problem}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import fastjsonschema
 import polars as pl
+from fastjsonschema import JsonSchemaValueException
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
@@ -32,14 +34,27 @@ EVENT_HINT = (
 )
 
 
+def _schema() -> dict[str, Any]:
+    path = resources.files("reconciliation_pipeline").joinpath("schemas/transaction-event.v1.json")
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
 @lru_cache(maxsize=1)
 def event_validator() -> Draft202012Validator:
-    """The compiled JSON Schema validator of transaction-event v1 (built once per process)."""
-    schema = json.loads(
-        resources.files("reconciliation_pipeline").joinpath("schemas/transaction-event.v1.json").read_text()
-    )
+    """The reference validator of transaction-event v1 (Draft 2020-12, formats checked): it words
+    the problem of an event the compiled validator refused."""
+    schema = _schema()
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+@lru_cache(maxsize=1)
+def compiled_validator() -> Callable[[Any], Any]:
+    """The schema compiled to Python code (fastjsonschema), about 25x faster than the reference
+    validator: the hot path. The schema uses only keywords that mean the same in draft 7."""
+    schema = {**_schema(), "$schema": "http://json-schema.org/draft-07/schema#"}
+    return fastjsonschema.compile(schema)
 
 
 def _field_of(error: ValidationError) -> str:
@@ -69,6 +84,12 @@ def check_event(raw: bytes, *, source: str, row: int) -> tuple[dict[str, Any] | 
             f"not a JSON object ({exc.msg if hasattr(exc, 'msg') else exc})",
             EVENT_HINT,
         )
+    try:
+        compiled_validator()(event)
+        _utc(event["occurred_at"])  # a real instant, not only the shape of one
+        return event, None
+    except (JsonSchemaValueException, ValueError):
+        pass  # word the problem with the reference validator below
     errors = sorted(event_validator().iter_errors(event), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
@@ -79,7 +100,10 @@ def check_event(raw: bytes, *, source: str, row: int) -> tuple[dict[str, Any] | 
         return None, Problem(
             source, row, name, value, f"breaks transaction-event v1: {first.message}", EVENT_HINT
         )
-    return event, None
+    value = json.dumps(event.get("occurred_at")) if isinstance(event, dict) else None
+    return None, Problem(
+        source, row, "occurred_at", value, "not a valid RFC 3339 date-time with an offset", EVENT_HINT
+    )
 
 
 def _utc(text: str) -> dt.datetime:

@@ -318,7 +318,9 @@ class _Parser:
     def frame(self) -> pl.DataFrame:
         schema = frames.SETTLEMENT_LINE_SCHEMA
         self.rows["file_sha256"] = [sha256_hex(self.data)] * self.index
-        frame = pl.DataFrame({k: pl.Series(k, v, dtype=schema[k]) for k, v in self.rows.items() if len(v) == self.index})
+        frame = pl.DataFrame(
+            {k: pl.Series(k, v, dtype=schema[k]) for k, v in self.rows.items() if len(v) == self.index}
+        )
         return finish(frame, self.name)
 
 

@@ -117,3 +117,26 @@ def test_timestamps_are_stored_in_utc() -> None:
 def test_additional_property_is_named() -> None:
     _, problem = check_event(json.dumps(event(1, amount=10.5)).encode(), source="x", row=7)
     assert problem is not None and problem.field == "amount" and problem.row == 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"occurred_at": "2026-02-30T10:00:00Z"}, "occurred_at"),  # the shape of a date, not a date
+        ({"occurred_at": "2026-03-02 10:00"}, "occurred_at"),
+        ({"amount_minor": -5}, "amount_minor"),
+        ({"kind": "bonus"}, "kind"),
+        ({"psp": "Adyen"}, "psp"),
+        ({"trace_id": "XYZ"}, "trace_id"),
+        ({"event_id": ""}, "event_id"),
+    ],
+)
+def test_compiled_and_reference_validators_agree(overrides: dict[str, object], field: str) -> None:
+    from reconciliation_pipeline.landing import event_validator
+
+    bad = event(1, **overrides)
+    _, problem = check_event(json.dumps(bad).encode(), source="x", row=3)
+    assert problem is not None and problem.field == field and problem.row == 3
+    good = event(1)
+    assert check_event(json.dumps(good).encode(), source="x", row=1)[1] is None
+    assert not list(event_validator().iter_errors(good))
