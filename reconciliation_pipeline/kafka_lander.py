@@ -40,7 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from .frames import LANDED_SCHEMA, conform
 from .lake import Lake, atomic_write_bytes, atomic_write_parquet
-from .landing import check_event, events_frame, with_business_date
+from .landing import validate_batch, with_business_date
 
 try:  # POSIX only; elsewhere merges of one partition are not serialised across processes.
     import fcntl
@@ -193,20 +193,18 @@ class _Pending:
     """Consumed but not yet durable: valid events, rejects and the next offset to commit."""
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.positions: list[tuple[str | None, int | None, int | None]] = []
-        self.rejects: list[dict[str, Any]] = []
+        self.raws: list[bytes] = []
+        self.positions: list[tuple[str, int, int]] = []
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.since: float | None = None
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.rejects)
+        return len(self.raws)
 
     def drop(self, partitions: set[tuple[str, int]]) -> None:
         keep = [i for i, (t, p, _) in enumerate(self.positions) if (t, p) not in partitions]
-        self.events = [self.events[i] for i in keep]
+        self.raws = [self.raws[i] for i in keep]
         self.positions = [self.positions[i] for i in keep]
-        self.rejects = [r for r in self.rejects if (r["topic"], r["partition"]) not in partitions]
         for key in partitions:
             self.next_offsets.pop(key, None)
 
@@ -285,12 +283,25 @@ class _Lander:
             self.pending.since = time.monotonic()
             if self.stats.first_message_at is None:
                 self.stats.first_message_at = self.pending.since
-        event, problem = check_event(raw, source=f"kafka:{topic}[{partition}]", row=offset)
-        if problem is not None:
-            original, encoding = _original(raw)
-            self.pending.rejects.append(
+        self.pending.raws.append(raw)
+        self.pending.positions.append((topic, partition, offset))
+        self.pending.next_offsets[(topic, partition)] = offset + 1
+
+    def _write(self) -> None:
+        """Make everything pending durable (files fsynced and renamed), one partition lock at a time."""
+        began = time.monotonic()
+        pending = self.pending
+        good, valid, problems = validate_batch(
+            pending.raws, source=f"kafka:{self.topic}", rows=[offset for _, _, offset in pending.positions]
+        )
+        rejected: list[dict[str, Any]] = []
+        for index, problem in problems:
+            topic, partition, offset = pending.positions[index]
+            original, encoding = _original(pending.raws[index])
+            rejected.append(
                 {
                     **problem.as_dict(),
+                    "file": f"kafka:{topic}[{partition}]",
                     "original": original,
                     "original_encoding": encoding,
                     "topic": topic,
@@ -298,17 +309,11 @@ class _Lander:
                     "offset": offset,
                 }
             )
-        else:
-            assert event is not None
-            self.pending.events.append(event)
-            self.pending.positions.append((topic, partition, offset))
-        self.pending.next_offsets[(topic, partition)] = offset + 1
-
-    def _write(self) -> None:
-        """Make everything pending durable (files fsynced and renamed), one partition lock at a time."""
-        began = time.monotonic()
-        pending = self.pending
-        frame = events_frame(pending.events, pending.positions)
+        frame = valid.with_columns(
+            kafka_topic=pl.Series([pending.positions[i][0] for i in good], dtype=pl.String),
+            kafka_partition=pl.Series([pending.positions[i][1] for i in good], dtype=pl.Int32),
+            kafka_offset=pl.Series([pending.positions[i][2] for i in good], dtype=pl.Int64),
+        ).select(list(LANDED_SCHEMA))
         dated = with_business_date(frame, self.tz).with_columns(
             (pl.col("kafka_offset") // self.window * self.window).alias("_window")
         )
@@ -323,7 +328,7 @@ class _Lander:
         rejects: dict[tuple[str, int], dict[int, list[dict[str, Any]]]] = defaultdict(
             lambda: defaultdict(list)
         )
-        for item in pending.rejects:
+        for item in rejected:
             rejects[(item["topic"], item["partition"])][window_start(item["offset"], self.window)].append(
                 item
             )
@@ -343,7 +348,7 @@ class _Lander:
                     merge_dead_letters(path, items)
                     self.stats.files.add(path)
         self.stats.landed += frame.height
-        self.stats.dead_lettered += len(pending.rejects)
+        self.stats.dead_lettered += len(rejected)
         self.stats.flushes += 1
         self.stats.last_durable_at = time.monotonic()
         self.stats.last_flush_seconds = self.stats.last_durable_at - began

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -19,13 +19,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import fastjsonschema
+import orjson
 import polars as pl
 from fastjsonschema import JsonSchemaValueException
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from .formats.errors import Problem
-from .frames import LANDED_SCHEMA
+from .frames import EVENT_COLUMNS, KINDS, LANDED_SCHEMA
 from .lake import Lake, atomic_write_bytes, atomic_write_parquet, sha256_file
 
 EVENT_HINT = (
@@ -130,6 +131,124 @@ def events_frame(
     return pl.DataFrame(columns, schema=LANDED_SCHEMA)
 
 
+_STR = (str,)
+_OPT_STR = (str, type(None))
+#: JSON types per field of transaction-event v1 (``bool`` is not an integer in JSON Schema).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "event_id": _STR,
+    "transaction_id": _STR,
+    "psp": _STR,
+    "psp_reference": _OPT_STR,
+    "original_transaction_id": _OPT_STR,
+    "kind": _STR,
+    "amount_minor": (int,),
+    "currency": _STR,
+    "occurred_at": _STR,
+    "player_id": _STR,
+    "brand": _STR,
+    "jurisdiction": _STR,
+    "trace_id": _OPT_STR,
+}
+_DECODED = {name: (pl.Int64() if name == "amount_minor" else pl.String()) for name in _FIELD_TYPES}
+
+
+def _length(name: str, low: int, high: int) -> pl.Expr:
+    return pl.col(name).str.len_chars().is_between(low, high)
+
+
+#: The schema's value rules as one vectorised expression (types and keys are checked per row first).
+_VALID = pl.all_horizontal(
+    pl.col(
+        [
+            "event_id",
+            "transaction_id",
+            "psp",
+            "kind",
+            "amount_minor",
+            "currency",
+            "occurred_at",
+            "player_id",
+            "brand",
+            "jurisdiction",
+        ]
+    ).is_not_null(),
+    _length("event_id", 1, 128),
+    _length("transaction_id", 1, 128),
+    pl.col("psp").str.contains(r"^[a-z][a-z0-9_]{1,31}$"),
+    pl.col("psp_reference").is_null() | _length("psp_reference", 0, 128),
+    pl.col("original_transaction_id").is_null() | _length("original_transaction_id", 0, 128),
+    pl.col("kind").is_in(list(KINDS)),
+    pl.col("amount_minor") >= 0,
+    pl.col("currency").str.contains(r"^[A-Z]{3}$"),
+    pl.col("__at").is_not_null(),
+    _length("player_id", 1, 64),
+    _length("brand", 1, 64),
+    _length("jurisdiction", 2, 2) & pl.col("jurisdiction").str.contains(r"^[A-Z]{2}$"),
+    pl.col("trace_id").is_null() | pl.col("trace_id").str.contains(r"^[0-9a-f]{32}$"),
+)
+_RFC3339 = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+def validate_batch(
+    raws: Sequence[bytes], *, source: str, rows: Sequence[int]
+) -> tuple[list[int], pl.DataFrame, list[tuple[int, Problem]]]:
+    """Validate a batch of raw events at once.
+
+    Returns the indices of the valid events, their frame (EVENT_COLUMNS, in that order) and
+    ``(index, problem)`` for the invalid ones. The fast path decodes with orjson, checks keys and JSON
+    types per row and the schema's value rules vectorised over the batch; any event it doubts goes
+    through :func:`check_event` (the reference validator), which has the last word and the wording.
+    """
+    decoded: list[dict[str, Any]] = []
+    fast: list[int] = []
+    slow: list[int] = []
+    for index, raw in enumerate(raws):
+        try:
+            item = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            slow.append(index)
+            continue
+        if (
+            type(item) is dict
+            and item.keys() <= _FIELD_TYPES.keys()
+            and all(type(value) in _FIELD_TYPES[key] for key, value in item.items())
+        ):
+            decoded.append(item)
+            fast.append(index)
+        else:
+            slow.append(index)
+    frame = pl.DataFrame(decoded, schema=_DECODED) if decoded else pl.DataFrame(schema=_DECODED)
+    frame = frame.with_columns(
+        __at=pl.col("occurred_at")
+        .str.replace(r"[zZ]$", "+00:00")
+        .str.to_datetime(_RFC3339, time_zone="UTC", strict=False)
+    )
+    ok = frame.select(_VALID.fill_null(False)).to_series()
+    good_frame = frame.filter(ok)
+    good = [i for i, keep in zip(fast, ok.to_list(), strict=True) if keep]
+    slow += [i for i, keep in zip(fast, ok.to_list(), strict=True) if not keep]
+    extra: list[dict[str, Any]] = []
+    extra_idx: list[int] = []
+    problems: list[tuple[int, Problem]] = []
+    for index in sorted(slow):
+        event, problem = check_event(raws[index], source=source, row=rows[index])
+        if problem is not None:
+            problems.append((index, problem))
+        else:  # the reference validator accepts what the fast path doubted
+            assert event is not None
+            extra.append(event)
+            extra_idx.append(index)
+    out = good_frame.select(
+        *[pl.col(n) for n in EVENT_COLUMNS if n != "occurred_at"], occurred_at=pl.col("__at")
+    ).select(list(EVENT_COLUMNS))
+    if extra:
+        more = events_frame(extra, [(None, None, None)] * len(extra)).select(list(EVENT_COLUMNS))
+        order = good + extra_idx
+        out = pl.concat([out, more]).with_columns(__i=pl.Series(order)).sort("__i").drop("__i")
+        good = sorted(order)
+    return good, out.cast(EVENT_COLUMNS), problems  # type: ignore[arg-type]
+
+
 def with_business_date(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     return frame.with_columns(pl.col("occurred_at").dt.convert_time_zone(tz).dt.date().alias("business_date"))
 
@@ -176,25 +295,26 @@ def land_lines(
 ) -> LandResult:
     """Validate numbered JSON lines and land them; bad lines go to the dead-letter file."""
     result = LandResult()
-    good: list[dict[str, Any]] = []
+    numbered = list(lines)
+    raws = [raw for _, raw in numbered]
+    _, valid, problems = validate_batch(raws, source=source, rows=[n for n, _ in numbered])
     rejects: list[dict[str, Any]] = []
-    for number, raw in lines:
-        event, problem = check_event(raw, source=source, row=number)
-        if problem is not None:
-            result.problems.append(problem)
-            rejects.append(
-                {
-                    **problem.as_dict(),
-                    "original": raw.decode("utf-8", "replace"),
-                    "topic": None,
-                    "partition": None,
-                    "offset": None,
-                }
-            )
-        else:
-            assert event is not None
-            good.append(event)
-    frame = events_frame(good, [(None, None, None)] * len(good))
+    for index, problem in problems:
+        result.problems.append(problem)
+        rejects.append(
+            {
+                **problem.as_dict(),
+                "original": raws[index].decode("utf-8", "replace"),
+                "topic": None,
+                "partition": None,
+                "offset": None,
+            }
+        )
+    frame = valid.with_columns(
+        kafka_topic=pl.lit(None, pl.String),
+        kafka_partition=pl.lit(None, pl.Int32),
+        kafka_offset=pl.lit(None, pl.Int64),
+    ).select(list(LANDED_SCHEMA))
     written = write_landed(frame, lake, tz, stem)
     result.files = list(written.values())
     result.business_dates = set(written)

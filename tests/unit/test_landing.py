@@ -8,6 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciliation_pipeline.frames import LANDED_SCHEMA
 from reconciliation_pipeline.lake import Lake
@@ -140,3 +142,64 @@ def test_compiled_and_reference_validators_agree(overrides: dict[str, object], f
     good = event(1)
     assert check_event(json.dumps(good).encode(), source="x", row=1)[1] is None
     assert not list(event_validator().iter_errors(good))
+
+
+_MUTATIONS = st.sampled_from(
+    [
+        ("amount_minor", "12"),
+        ("amount_minor", 12.5),
+        ("amount_minor", True),
+        ("amount_minor", -1),
+        ("amount_minor", 2**40),
+        ("brand", 5),
+        ("brand", ""),
+        ("brand", "b" * 65),
+        ("currency", "eur"),
+        ("currency", "EURO"),
+        ("kind", "bonus"),
+        ("psp", "Adyen"),
+        ("psp", "a"),
+        ("trace_id", None),
+        ("trace_id", "A" * 32),
+        ("trace_id", "0" * 32),
+        ("psp_reference", None),
+        ("psp_reference", "x" * 129),
+        ("occurred_at", "2026-03-02T10:00:00Z"),
+        ("occurred_at", "2026-03-02T10:00:00.5-05:00"),
+        ("occurred_at", "2026-02-30T10:00:00Z"),
+        ("occurred_at", "2026-03-02"),
+        ("jurisdiction", "mt"),
+        ("extra", 1),
+        ("event_id", ""),
+        ("original_transaction_id", "tx-0"),
+        ("player_id", None),
+    ]
+)
+
+
+@given(
+    st.lists(st.lists(_MUTATIONS, max_size=2), min_size=1, max_size=30),
+    st.lists(st.sampled_from(["{oops", "[]", "null", '"text"']), max_size=2),
+)
+@settings(max_examples=80, deadline=None)
+def test_batch_validation_agrees_with_the_reference_validator(
+    mutations: list[list[tuple[str, object]]], junk: list[str]
+) -> None:
+    from reconciliation_pipeline.landing import events_frame, validate_batch
+
+    raws = []
+    for n, changes in enumerate(mutations):
+        item = event(n)
+        for key, value in changes:
+            item[key] = value
+        raws.append(json.dumps(item).encode())
+    raws += [j.encode() for j in junk]
+    rows = list(range(1, len(raws) + 1))
+    good, frame, problems = validate_batch(raws, source="x", rows=rows)
+    reference = [check_event(raw, source="x", row=row) for raw, row in zip(raws, rows, strict=True)]
+    assert good == [i for i, (_, problem) in enumerate(reference) if problem is None]
+    assert [(i, p) for i, p in problems] == [(i, p) for i, (_, p) in enumerate(reference) if p is not None]
+    expected = events_frame(
+        [e for e, p in reference if p is None and e is not None], [(None, None, None)] * len(good)
+    )
+    assert frame.equals(expected.drop("kafka_topic", "kafka_partition", "kafka_offset"))
