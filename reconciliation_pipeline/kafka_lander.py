@@ -274,18 +274,15 @@ class _Lander:
     # -- consuming ----------------------------------------------------------------------------------
     def _take(self, message: Message) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None
-        raw = message.value() or b""
-        if not isinstance(raw, bytes):
-            raw = bytes(raw)
+        pending = self.pending
+        pending.raws.append(message.value() or b"")  # type: ignore[arg-type]
+        pending.positions.append((topic, partition, offset))  # type: ignore[arg-type]
+        pending.next_offsets[(topic, partition)] = offset + 1  # type: ignore[index,operator]
         self.stats.consumed += 1
-        if self.pending.since is None:
-            self.pending.since = time.monotonic()
+        if pending.since is None:
+            pending.since = time.monotonic()
             if self.stats.first_message_at is None:
-                self.stats.first_message_at = self.pending.since
-        self.pending.raws.append(raw)
-        self.pending.positions.append((topic, partition, offset))
-        self.pending.next_offsets[(topic, partition)] = offset + 1
+                self.stats.first_message_at = pending.since
 
     def _write(self) -> None:
         """Make everything pending durable (files fsynced and renamed), one partition lock at a time."""
@@ -409,8 +406,8 @@ class _Lander:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", error)
                 continue
-            self._take(message)
-            if len(self.pending) >= self.max_batch_events:
+            self._take(message)  # the hot loop: kept to a few list appends
+            if len(self.pending.raws) >= self.max_batch_events:
                 self.flush_and_commit()
         if messages:
             now = time.monotonic()

@@ -149,6 +149,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "jurisdiction": _STR,
     "trace_id": _OPT_STR,
 }
+_SCALARS = frozenset({str, int, type(None)})
 _DECODED = {name: (pl.Int64() if name == "amount_minor" else pl.String()) for name in _FIELD_TYPES}
 
 
@@ -208,10 +209,13 @@ def validate_batch(
         except orjson.JSONDecodeError:
             slow.append(index)
             continue
+        # Every value a string or null except amount_minor, the one integer (bool is not one).
         if (
             type(item) is dict
             and item.keys() <= _FIELD_TYPES.keys()
-            and all(type(value) in _FIELD_TYPES[key] for key, value in item.items())
+            and type(item.get("amount_minor")) is int
+            and (types := list(map(type, item.values()))).count(int) == 1
+            and set(types) <= _SCALARS
         ):
             decoded.append(item)
             fast.append(index)
