@@ -52,6 +52,13 @@ class LedgerBuild:
 
 def build_ledger(lake: Lake, day: dt.date, tz: str) -> LedgerBuild:
     """Landed events of one business date, de-duplicated by event_id, into ``lake/transactions``."""
+    built = read_ledger(lake, day, tz)
+    atomic_write_parquet(lake.lake_table("transactions", day) / PART, built.frame)
+    return built
+
+
+def read_ledger(lake: Lake, day: dt.date, tz: str) -> LedgerBuild:
+    """Landed events of one business date, de-duplicated by event_id (a pure read of landing/)."""
     folder = lake.landing_transactions_date(day)
     files = sorted(folder.glob("*.parquet")) if folder.exists() else []
     parts = [
@@ -64,7 +71,6 @@ def build_ledger(lake: Lake, day: dt.date, tz: str) -> LedgerBuild:
         business_date=pl.col("occurred_at").dt.convert_time_zone(tz).dt.date()
     )
     ledger = conform(ledger.filter(pl.col("business_date") == day), LEDGER_SCHEMA)
-    atomic_write_parquet(lake.lake_table("transactions", day) / PART, ledger)
     return LedgerBuild(
         ledger, len(files), raw.height, raw.height - by_event.height, by_event.height - ledger.height
     )
@@ -84,12 +90,25 @@ def build_settlement_lines(lake: Lake, day: dt.date) -> pl.DataFrame:
 
 
 def run_reconciliation(lake: Lake, day: dt.date, settings: Settings) -> ReconResult:
-    """Everything known as of ``day`` (within the lookback) through the matching rules."""
+    """Everything landed and dated within the lookback window up to ``day``, through the matching rules.
+
+    Reads the sources (landed events, parsed settlement files) rather than other partitions' outputs,
+    so the result is a function of what has landed and of ``day`` alone: dates can run in any order.
+    """
     first = day - dt.timedelta(days=settings.lookback_days)
-    ledger_paths = _scan_table(lake, "transactions", first, day)
-    line_paths = _scan_table(lake, "settlement_lines", first, day)
-    ledger = pl.read_parquet(ledger_paths) if ledger_paths else empty(LEDGER_SCHEMA)
-    lines = pl.read_parquet(line_paths) if line_paths else empty(SETTLEMENT_LINE_SCHEMA)
+    days = [first + dt.timedelta(days=n) for n in range((day - first).days + 1)]
+    parts = [read_ledger(lake, d, settings.business_tz).frame for d in days]
+    ledger = (
+        pl.concat(parts)
+        .sort("occurred_at", "transaction_id")
+        .unique("transaction_id", keep="first", maintain_order=True)
+    )
+    scan = parsed_lines(lake)
+    lines = (
+        scan.filter(pl.col("booking_date").is_between(first, day)).collect()
+        if scan is not None
+        else empty(SETTLEMENT_LINE_SCHEMA)
+    )
     result = reconcile(
         conform(ledger, LEDGER_SCHEMA),
         conform(lines, SETTLEMENT_LINE_SCHEMA),

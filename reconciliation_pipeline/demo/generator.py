@@ -10,7 +10,11 @@ deposit, withdrawal, refund, chargeback or chargeback reversal) so a million led
    demo date are absent from the files;
 3. the mess, disjoint and at low rates (every kind at least twice): redelivered events, duplicate bookings,
    duplicate settlements, missing in PSP, missing in ledger, amount and currency mismatches, unlinked
-   adjustments, ledger records without psp_reference;
+   adjustments, ledger records without psp_reference; and what matches, but not one to one or not at first
+   sight: split captures (one Adyen deposit settled as 2-3 ``Settled`` rows inside its lag window), split
+   bookings (one payment booked as two deposits), cross-currency settlement (SEK/JPY Stripe charges paid out
+   in EUR, presentment in ``customer_facing_*``; SEK Adyen captures with EUR net at the PSP's rate), refunds
+   settled before their deposit, chargebacks booked after the deposit's lag window;
 4. settlement batches per PSP, currency and booking date with per-row fees, a batch-level fee row and the
    merchant payout, which the bank statement (camt.053) credits the same day. A batch whose payout would not
    be positive gets a top-up deposit (an ordinary, exactly matching ledger record);
@@ -143,6 +147,12 @@ SCENARIOS = (
     "duplicate_settlement",
     "duplicate_booking",
     "unlinked_adjustment",
+    "split_capture",
+    "split_booking",
+    "cross_currency",
+    "cross_currency_net",
+    "refund_before_deposit_settles",
+    "chargeback_after_window",
 )
 S_NONE, S_MISS_PSP, S_MISS_LEDGER, S_AMOUNT, S_CCY, S_DUP_SETTLE, S_DUP_BOOK, S_UNLINKED = (
     0,
@@ -154,6 +164,18 @@ S_NONE, S_MISS_PSP, S_MISS_LEDGER, S_AMOUNT, S_CCY, S_DUP_SETTLE, S_DUP_BOOK, S_
     9,
     10,
 )
+S_SPLIT_CAPTURE, S_SPLIT_BOOKING, S_CROSS, S_CROSS_NET, S_REFUND_EARLY, S_CB_LATE = range(11, 17)
+#: matching rule of a settled movement by scenario (everything else with a reference: exact_ref)
+RULE_OF_SCENARIO = {
+    S_SPLIT_CAPTURE: "split_settlement",
+    S_SPLIT_BOOKING: "split_booking",
+    S_CROSS: "cross_currency",
+}
+SPLIT_CAPTURE_RATE = 0.005  # of Adyen deposits: one booking settled as 2-3 partial captures
+SPLIT_BOOKING_RATE = 0.002  # of Adyen and PayPal deposits: one payment booked as two deposits
+CROSS_CURRENCY_RATE = 0.02  # of Stripe deposits: SEK/JPY charge settled in a EUR payout
+HANDFUL_RATE = 0.001  # of all transactions: Adyen net-currency FX, forced early refunds, late chargebacks
+RATE_SCALE = 10**8  # PSP FX rates have 8 decimals
 
 US = 1_000_000  # microseconds per second
 DAY_US = 86_400 * US
@@ -207,6 +229,22 @@ def _lookup(values: Sequence[str | None], index: pl.Expr) -> pl.Expr:
     return pl.lit(pl.Series(list(values), dtype=pl.String)).gather(index)
 
 
+def _psp_rate(ccy: int, day: int) -> int:
+    """The PSP's rate from ``ccy`` to EUR on an epoch day, in units of 1/RATE_SCALE (deterministic)."""
+    wiggle = 1.0 + 0.002 * (((day * 7 + ccy * 3) % 5) - 2)
+    return round(RATE_SCALE / float(FX[ccy]) * wiggle)
+
+
+def _to_eur(amount_minor: int, ccy: int, rate: int) -> int:
+    """``amount_minor`` of ``ccy`` in EUR cents at ``rate``, rounded half up (amounts are positive)."""
+    den = int(UNIT[ccy]) * RATE_SCALE
+    return max(1, (2 * amount_minor * rate * 100 + den) // (2 * den))
+
+
+def _rate_text(rate: int) -> str:
+    return f"{rate // RATE_SCALE}.{rate % RATE_SCALE:08d}"
+
+
 def _iban(country: str, bban: str) -> str:
     digits = "".join(str(int(ch, 36)) for ch in bban + country + "00")
     return f"{country}{98 - int(digits) % 97:02d}{bban}"
@@ -228,6 +266,7 @@ _COLUMNS: dict[str, type] = {
     "phantom": np.bool_,
     "filler": np.bool_,
     "must_settle": np.bool_,
+    "plan": np.int64,  # scenario decided when the movement was made (forced late chargebacks)
 }
 
 
@@ -360,8 +399,25 @@ class _Scenario:
         )
         m["cb_of"][rev] = reversed_[keep]
 
-        # unlinked adjustments: refunds/chargebacks of deposits booked before the window (not in the ledger)
+        # chargebacks booked after the deposit's settlement-lag window closed (one with its reversal)
         total = cfg.transactions_per_day * cfg.days
+        lag_days = cfg.settlement_lag_days
+        dep_bd = self.malta.day_of(m["occ"][deposits])
+        late = deposits[(u >= REFUND_RATE + CHARGEBACK_RATE) & (dep_bd <= self.last - lag_days - 2)]
+        k = min(len(late), max(2, round(total * HANDFUL_RATE)))
+        if k:
+            late = np.sort(rng.choice(late, size=k, replace=False))
+            late_bd = self.malta.day_of(m["occ"][late])
+            cb_day = np.minimum(late_bd + lag_days + 1 + rng.integers(0, 2, k), self.last - 1)
+            cbs = self._append_children(late, CHARGEBACK, self._occ_in_day(cb_day), m["amount"][late])
+            m["plan"][cbs] = S_CB_LATE
+            v_occ = m["occ"][cbs[:1]] + rng.integers(3600, 20 * 3600, 1) * US
+            v_occ = np.minimum(v_occ, self.malta(self.last) - 300 * US)
+            rev = self._append_children(late[:1], REVERSAL, v_occ, m["amount"][late[:1]])
+            m["cb_of"][rev] = cbs[:1]
+            m["plan"][rev] = S_CB_LATE
+
+        # unlinked adjustments: refunds/chargebacks of deposits booked before the window (not in the ledger)
         k = max(2, round(total * 0.0005))
         p_psp = rng.choice(3, size=k, p=PSP_SHARE).astype(np.int64)
         p_ccy = self._draw_ccy(p_psp)
@@ -402,11 +458,12 @@ class _Scenario:
         n = m.n
         self.bd = self.malta.day_of(m["occ"])
         self.lag = self._draw_lag(m["psp"])
-        must = m["must_settle"]
-        # movements that must settle inside the window (unlinked adjustments)
+        must = m["must_settle"] | (m["plan"] > 0)
+        # movements that must settle inside the window (unlinked adjustments, late chargebacks)
         room = np.maximum(self.last - self.bd, 0)
         self.lag[must] = np.minimum(self.lag[must], room[must])
         self.lag[must & (m["psp"] == STRIPE)] = np.maximum(1, self.lag[must & (m["psp"] == STRIPE)])
+        self._force_early_refunds()
         self.settle_day = self.bd + self.lag
         self.in_ledger = ~m["phantom"]
         self.settled = (~m["phantom"]) & (self.settle_day <= self.last)
@@ -416,6 +473,7 @@ class _Scenario:
         self.ref_null = np.zeros(n, dtype=bool)
         self.dup_book = np.zeros(n, dtype=bool)
         self.mess = np.zeros(n, dtype=np.int64)
+        self.fx_rate: dict[int, str] = {}  # movement -> PSP rate text (gross currency -> EUR)
 
         is_parent = np.zeros(n, dtype=bool)
         is_parent[m["parent"][m["parent"] >= 0]] = True
@@ -459,21 +517,134 @@ class _Scenario:
         self.n_settle[chosen] = 2
         chosen = pick(dep & self.settled, rate["small"], S_DUP_BOOK)
         self.dup_book[chosen] = True
+
+        # matched, but not one to one: split captures, split bookings, cross-currency settlement
+        psp = m["psp"]
+        big = m["amount"] >= 20 * UNIT[m["ccy"]]
+        n_dep = {p: int((plain & (kind == DEPOSIT) & (psp == p)).sum()) for p in (ADYEN, STRIPE, PAYPAL)}
+        count = max(2, round(n_dep[ADYEN] * SPLIT_CAPTURE_RATE))
+        chosen = pick(dep & self.settled & (psp == ADYEN) & big, count, S_SPLIT_CAPTURE)
+        self._split_captures(chosen)
+        count = max(2, round((n_dep[ADYEN] + n_dep[PAYPAL]) * SPLIT_BOOKING_RATE))
+        on_paypal = pick(dep & self.settled & (psp == PAYPAL) & big, max(1, count // 2), S_SPLIT_BOOKING)
+        on_adyen = pick(dep & self.settled & (psp == ADYEN) & big, count - len(on_paypal), S_SPLIT_BOOKING)
+        self._split_bookings(np.sort(np.concatenate([on_paypal, on_adyen])))
+        count = max(2, round(n_dep[STRIPE] * CROSS_CURRENCY_RATE))
+        foreign = (m["ccy"] == SEK) | (m["ccy"] == JPY)
+        chosen = pick(dep & self.settled & (psp == STRIPE) & foreign, count, S_CROSS)
+        self._convert_to_eur(chosen)
+        count = max(2, round(total * HANDFUL_RATE))
+        chosen = pick(dep & self.settled & (psp == ADYEN) & (m["ccy"] == SEK), count, S_CROSS_NET)
+        self._convert_to_eur(chosen)
+
         self.mess[m["must_settle"]] = S_UNLINKED
         no_ref = dep_wd & ~taken & self.in_ledger & (rng.random(n) < 0.05)
         self.ref_null[no_ref] = True
+
+        # orderings that happen on their own too: a refund settled before its deposit, a chargeback (or
+        # reversal) booked after the deposit's settlement-lag window; labelled wherever they occur
+        par = m["parent"]
+        child = np.flatnonzero((par >= 0) & ~m["phantom"][np.maximum(par, 0)] & (self.mess == 0))
+        p = par[child]
+        both = self.settled[child] & self.settled[p] & self.in_ledger[child] & self.in_ledger[p]
+        early = child[both & (kind[child] == REFUND) & (self.settle_day[child] < self.settle_day[p])]
+        self.mess[early] = S_REFUND_EARLY
+        self.mess[par[early]] = S_REFUND_EARLY
+        is_cb = (kind[child] == CHARGEBACK) | (kind[child] == REVERSAL)
+        late = child[both & is_cb & (self.bd[child] - self.bd[p] > cfg.settlement_lag_days)]
+        self.mess[late] = S_CB_LATE
+        planned = np.flatnonzero(m["plan"] > 0)
+        self.mess[planned] = m["plan"][planned]
+
+    def _force_early_refunds(self) -> None:
+        """A few refunds that settle the day they are booked while their deposit settles late (max lag)."""
+        m, rng, cfg = self.m, self.rng, self.cfg
+        if self.max_lag < 1:
+            return
+        par = m["parent"]
+        p = np.maximum(par, 0)
+        ok = (
+            (m["kind"] == REFUND)
+            & (par >= 0)
+            & ~m["phantom"][p]
+            & ~m["must_settle"]
+            & (m["psp"] != STRIPE)  # Stripe makes nothing available the same day
+            & (self.bd[p] + self.max_lag <= self.last)
+            & (self.bd < self.bd[p] + self.max_lag)
+        )
+        idx = np.flatnonzero(ok)
+        k = min(len(idx), max(2, round(cfg.transactions_per_day * cfg.days * HANDFUL_RATE)))
+        chosen = np.sort(rng.choice(idx, size=k, replace=False)) if k else idx
+        self.lag[par[chosen]] = self.max_lag
+        self.lag[chosen] = 0
+
+    def _split_captures(self, chosen: IntArray) -> None:
+        """Each chosen Adyen deposit settles as 2-3 captures inside its lag window, amounts summing up."""
+        rng = self.rng
+        mv: list[int] = []
+        amounts: list[int] = []
+        days: list[int] = []
+        part: list[int] = []
+        for i in chosen.tolist():
+            total = int(self.settle_amount[i])
+            k = 3 if rng.random() < 0.35 else 2
+            shares = rng.uniform(0.2, 0.45, k - 1)
+            pieces = [max(1, int(total * s)) for s in shares]
+            pieces.append(total - sum(pieces))
+            first = int(self.settle_day[i])
+            last = min(int(self.bd[i]) + self.max_lag, self.last)
+            later = sorted(int(d) for d in rng.integers(first, max(first, last) + 1, k - 1))
+            mv += [i] * k
+            amounts += pieces
+            days += [first, *later]
+            part += list(range(k))
+        self.part_mv = np.array(mv, dtype=np.int64)
+        self.part_amount = np.array(amounts, dtype=np.int64)
+        self.part_day = np.array(days, dtype=np.int64)
+        self.part_no = np.array(part, dtype=np.int64)
+        self.part_ref = _rand_str(rng, len(mv), 16, UPPER_DIGITS)
+
+    def _split_bookings(self, chosen: IntArray) -> None:
+        """Each chosen deposit is booked as two deposits (whole major units first) summing to the payment."""
+        unit = UNIT[self.m["ccy"][chosen]]
+        total = self.settle_amount[chosen]
+        first = np.round(total * self.rng.uniform(0.3, 0.7, len(chosen)) / unit).astype(np.int64) * unit
+        self.split_book_mv = chosen
+        self.split_book_first = np.clip(first, unit, total - unit)
+
+    def _convert_to_eur(self, chosen: IntArray) -> None:
+        """Settle the chosen movements in EUR at the PSP's rate of their business date."""
+        m = self.m
+        for i in chosen.tolist():
+            rate = _psp_rate(int(m["ccy"][i]), int(self.bd[i]))
+            self.settle_amount[i] = _to_eur(int(m["amount"][i]), int(m["ccy"][i]), rate)
+            self.settle_ccy[i] = EUR
+            self.fx_rate[i] = _rate_text(rate)
 
     # ---------------------------------------------------------------- 4. settlement rows and batches
     def _player_rows(self) -> pl.DataFrame:
         """Numeric settlement rows of player movements (one per settlement occurrence)."""
         m = self.m
         mv = np.flatnonzero(self.settled)
+        is_split = np.zeros(m.n, dtype=bool)
+        is_split[self.part_mv] = True
+        mv = mv[~is_split[mv]]
         mv = np.repeat(mv, self.n_settle[mv])
         occurrence = np.zeros(len(mv), dtype=np.int64)
         occurrence[1:] = (mv[1:] == mv[:-1]).astype(np.int64)
+        # split captures: one row per part, each with its own amount and booking day
+        n_whole, n_parts = len(mv), len(self.part_mv)
+        part_idx = np.concatenate([np.full(n_whole, -1, dtype=np.int64), np.arange(n_parts, dtype=np.int64)])
+        day = np.concatenate([self.settle_day[mv], self.part_day])
+        amount = np.concatenate([self.settle_amount[mv], self.part_amount])
+        mv = np.concatenate([mv, self.part_mv])
+        occurrence = np.concatenate([occurrence, np.zeros(n_parts, dtype=np.int64)])
         psp, kind, ccy = m["psp"][mv], m["kind"][mv], self.settle_ccy[mv]
-        amount = self.settle_amount[mv]
         gross = KIND_SIGN[kind] * amount
+        # what the player was charged: the booking itself for cross-currency settlement
+        fx = np.isin(self.mess[mv], [S_CROSS, S_CROSS_NET])
+        pres_amount = np.where(fx, m["amount"][mv], amount)
+        pres_ccy = np.where(fx, m["ccy"][mv], ccy)
         fee = np.zeros(len(mv), dtype=np.int64)
         markup = scheme = interchange = np.zeros(len(mv), dtype=np.int64)
         a_dep = (psp == ADYEN) & (kind == DEPOSIT)
@@ -489,12 +660,16 @@ class _Scenario:
             {
                 "mv": mv,
                 "occurrence": occurrence,
+                "part_idx": part_idx,
+                "part": np.concatenate([np.full(n_whole, -1, dtype=np.int64), self.part_no]),
                 "psp": psp,
                 "kind": kind,
                 "ccy": ccy,
-                "day": self.settle_day[mv],
+                "day": day,
                 "amount": amount,
                 "gross": gross,
+                "pres_amount": pres_amount,
+                "pres_ccy": pres_ccy,
                 "fee": fee,
                 "net": gross - fee,
                 "commission": commission,
@@ -567,22 +742,31 @@ class _Scenario:
     def assign_ids(self) -> None:
         m, rng = self.m, self.rng
         n = m.n
-        # bookings: every non-phantom movement plus the second booking of duplicate-booked ones
+        # bookings: every non-phantom movement plus the second booking of duplicate-booked ones (same
+        # amount) and of split-booked ones (the payment's remainder)
         dup_src = np.flatnonzero(self.dup_book)
-        dup_occ = m["occ"][dup_src] + rng.integers(1, 600, len(dup_src)) * US
-        dup_occ = np.minimum(dup_occ, self.malta(self.bd[dup_src] + 1) - US)
+        split_src = self.split_book_mv
+        extra_src = np.concatenate([dup_src, split_src])
+        extra_occ = m["occ"][extra_src] + rng.integers(1, 600, len(extra_src)) * US
+        extra_occ = np.minimum(extra_occ, self.malta(self.bd[extra_src] + 1) - US)
+        self.extra_dup = np.arange(len(extra_src)) < len(dup_src)
+        self.extra_amount = np.concatenate(
+            [m["amount"][dup_src], self.settle_amount[split_src] - self.split_book_first]
+        )
+        self.book_amount = m["amount"].copy()
+        self.book_amount[split_src] = self.split_book_first
         real = np.flatnonzero(~m["phantom"])
-        occ_all = np.concatenate([m["occ"][real], dup_occ])
-        seq = np.concatenate([real, n + np.arange(len(dup_src))])
+        occ_all = np.concatenate([m["occ"][real], extra_occ])
+        seq = np.concatenate([real, n + np.arange(len(extra_src))])
         order = np.lexsort((seq, occ_all))
-        tx_num = np.zeros(n + len(dup_src), dtype=np.int64)
+        tx_num = np.zeros(n + len(extra_src), dtype=np.int64)
         tx_num[seq[order]] = 100_001 + np.arange(len(order))
         phantom = np.flatnonzero(m["phantom"])
         tx_num[phantom] = 10_000 + np.sort(rng.choice(80_000, len(phantom), replace=False))
         self.tx_num = tx_num[:n]
-        self.dup_src = dup_src
-        self.dup_occ = dup_occ
-        self.dup_tx_num = tx_num[n:]
+        self.extra_src = extra_src
+        self.extra_occ = extra_occ
+        self.extra_tx_num = tx_num[n:]
 
         psp, kind = m["psp"], m["kind"]
         ref = np.full(n, "", dtype=object)
@@ -607,10 +791,11 @@ class _Scenario:
         child_s = np.flatnonzero(has_parent & is_s)
         aux[child_s] = aux[parent[child_s]]
         self.ref, self.pay_ref, self.aux = ref, pay_ref, aux
-        self.trace = _rand_str(rng, n + len(dup_src), 32, "0123456789abcdef")
-        self.trace_null = rng.random(n + len(dup_src)) < 0.08
-        self.spelling = rng.choice(3, size=n + len(dup_src), p=[0.5, 0.35, 0.15])
-        self.millis = np.where(rng.random(n + len(dup_src)) < 0.2, rng.integers(1, 1000, n + len(dup_src)), 0)
+        n_book = n + len(extra_src)
+        self.trace = _rand_str(rng, n_book, 32, "0123456789abcdef")
+        self.trace_null = rng.random(n_book) < 0.08
+        self.spelling = rng.choice(3, size=n_book, p=[0.5, 0.35, 0.15])
+        self.millis = np.where(rng.random(n_book) < 0.2, rng.integers(1, 1000, n_book), 0)
 
     # ---------------------------------------------------------------- frames
     def movement_frame(self) -> pl.DataFrame:
@@ -641,6 +826,7 @@ class _Scenario:
             pl.Series("ref", self.ref, dtype=pl.String),
             pl.Series("pay_ref", self.pay_ref, dtype=pl.String),
             pl.Series("aux", self.aux, dtype=pl.String),
+            self._fx_rate_column(),
         )
         parent_tx = frame.select(pl.col("transaction_id").gather(pl.col("parent").clip(0, None)).alias("x"))[
             "x"
@@ -653,19 +839,29 @@ class _Scenario:
             .alias("merchant_ref"),
         )
 
+    def _fx_rate_column(self) -> pl.Series:
+        rates = pl.Series("fx_rate", [None] * self.m.n, dtype=pl.String)
+        if self.fx_rate:
+            at = sorted(self.fx_rate)
+            rates = rates.scatter(at, [self.fx_rate[i] for i in at])
+        return rates
+
     def ledger_frame(self, mv: pl.DataFrame) -> pl.DataFrame:
         """One row per ledger record (after de-duplication), in booking order."""
         n = self.m.n
         primary = mv.filter(pl.col("in_ledger")).with_columns(
-            pl.col("mv").alias("booking"), pl.lit(False).alias("dup_extra")
+            pl.col("mv").alias("booking"),
+            pl.lit(False).alias("dup_extra"),
+            pl.lit(pl.Series("amount", self.book_amount)).gather(pl.col("mv")).alias("amount"),
         )
         extra = (
-            mv[self.dup_src.tolist()]
+            mv[self.extra_src.tolist()]
             .with_columns(
-                pl.Series("occ", self.dup_occ),
-                pl.Series("tx_num", self.dup_tx_num),
-                pl.Series("booking", n + np.arange(len(self.dup_src))),
-                pl.lit(True).alias("dup_extra"),
+                pl.Series("occ", self.extra_occ),
+                pl.Series("tx_num", self.extra_tx_num),
+                pl.Series("booking", n + np.arange(len(self.extra_src))),
+                pl.Series("dup_extra", self.extra_dup),
+                pl.Series("amount", self.extra_amount),
             )
             .with_columns(
                 (pl.lit("tx-") + pl.col("tx_num").cast(pl.String).str.zfill(9)).alias("transaction_id")
@@ -771,6 +967,10 @@ class _Scenario:
             span = np.maximum(mid(self.settle_day[idx] + 1) - 180 * US - low, 0) // US
             booked[idx] = low + (rng.random(len(idx)) * span).astype(np.int64) * US
         self.booked = booked
+        occ = m["occ"][self.part_mv]
+        low = np.maximum(occ + US, self.adyen_mid(self.part_day))
+        span = np.maximum(self.adyen_mid(self.part_day + 1) - 180 * US - low, 0) // US
+        self.part_booked = low + (rng.random(len(occ)) * span).astype(np.int64) * US
 
     def settlement_rows(self, mv: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Player rows joined with movement attributes, and the batches (with ids) they belong to."""
@@ -789,10 +989,19 @@ class _Scenario:
             pl.Series("bank_ref", bank_refs, dtype=pl.String),
             pl.Series("transfer", transfer),
         )
+        part_idx = rows["part_idx"].to_numpy()
+        has_part = part_idx >= 0
+        at = np.maximum(part_idx, 0)
+        booked = self.booked[rows["mv"].to_numpy()]
         n_rows = rows.height
+        part_ref = pl.Series("part_ref", [None] * n_rows, dtype=pl.String)
+        if len(self.part_mv):
+            booked = np.where(has_part, self.part_booked[at], booked)
+            part_ref = part_ref.scatter(np.flatnonzero(has_part), self.part_ref[at[has_part]].tolist())
         rows = (
             rows.with_columns(
-                pl.Series("booked", self.booked[rows["mv"].to_numpy()]),
+                pl.Series("booked", booked),
+                part_ref,
                 pl.Series("txn", "txn_3" + _rand_str(rng, n_rows, 24, ALNUM).astype(object), dtype=pl.String),
                 pl.Series("pp_dup_id", _rand_str(rng, n_rows, 17, UPPER_DIGITS), dtype=pl.String),
             )
@@ -838,7 +1047,7 @@ class _Scenario:
         player = (
             rows.filter(pl.col("psp") == ADYEN)
             .join(b.select("batch", "source_file", "merchant_account", "batch_number"), on="batch")
-            .sort("batch", "booked", "mv", "occurrence")
+            .sort("batch", "booked", "mv", "occurrence", "part")
             .with_columns(
                 pl.lit(0).alias("line"),
                 pl.when(kind.is_in([DEPOSIT, WITHDRAWAL]))
@@ -851,12 +1060,13 @@ class _Scenario:
                     "type"
                 ),
                 pl.when(kind.is_in([DEPOSIT, WITHDRAWAL]))
-                .then(pl.col("aux"))
+                .then(pl.coalesce(pl.col("part_ref"), pl.col("aux")))
                 .otherwise(pl.col("ref"))
                 .alias("modification_reference"),
-                pl.when(credit).then(None).otherwise(pl.col("amount")).alias("gross_debit"),
-                pl.when(credit).then(pl.col("amount")).otherwise(None).alias("gross_credit"),
-                pl.lit("1").alias("exchange_rate"),
+                pl.when(credit).then(None).otherwise(pl.col("pres_amount")).alias("gross_debit"),
+                pl.when(credit).then(pl.col("pres_amount")).otherwise(None).alias("gross_credit"),
+                _lookup(CURRENCIES, pl.col("pres_ccy")).alias("gross_currency"),
+                pl.coalesce(pl.col("fx_rate"), pl.lit("1")).alias("exchange_rate"),
                 pl.when(net_credit).then(None).otherwise(-pl.col("net")).alias("net_debit"),
                 pl.when(net_credit).then(pl.col("net")).otherwise(None).alias("net_credit"),
                 pl.when(pl.col("commission") > 0)
@@ -964,7 +1174,8 @@ class _Scenario:
                 .then(pl.lit("Chargeback withdrawal for ") + pl.col("aux"))
                 .otherwise(pl.lit("Chargeback reversal for ") + pl.col("aux"))
                 .alias("description"),
-                pl.col("gross").alias("customer_facing_amount"),
+                (pl.col("gross").sign() * pl.col("pres_amount")).alias("customer_facing_amount"),
+                _lookup(CURRENCIES, pl.col("pres_ccy")).alias("customer_facing_currency"),
                 pl.col("aux").alias("charge_id"),
                 pl.col("pay_ref").alias("payment_intent_id"),
                 pl.lit("card").alias("payment_method_type"),
@@ -1009,7 +1220,7 @@ class _Scenario:
         )
         return (
             pl.concat([player, fee, payout], how="diagonal_relaxed")
-            .sort("day", "ccy", "line", "created", "mv", "occurrence", maintain_order=True)
+            .sort("day", "ccy", "line", "created", "mv", "occurrence", "part", maintain_order=True)
             .with_columns(
                 _lookup(CURRENCIES, pl.col("ccy")).alias("currency"),
                 pl.col("po_id").alias("automatic_payout_id"),
@@ -1088,7 +1299,7 @@ class _Scenario:
 
         return (
             pl.concat([player, fee, payout], how="diagonal_relaxed")
-            .sort("day", "line", "booked", "ccy", "mv", "occurrence", maintain_order=True)
+            .sort("day", "line", "booked", "ccy", "mv", "occurrence", "part", maintain_order=True)
             .with_columns(
                 ccy_name.alias("currency"),
                 writers.paypal_units(pl.col("amount"), ccy_name).alias("gross_units"),
@@ -1234,7 +1445,12 @@ def _truth(
     lag_days, last = sc.cfg.settlement_lag_days, sc.last
     paired = pl.col("mess").is_in(list(_PAIRED_EXCEPTIONS))
     cat_of_mess = [_PAIRED_EXCEPTIONS.get(i) for i in range(len(SCENARIOS))]
-    rule = pl.when(pl.col("ref_null")).then(pl.lit("merchant_ref")).otherwise(pl.lit("exact_ref"))
+    rule_of_mess = [RULE_OF_SCENARIO.get(i, "exact_ref") for i in range(len(SCENARIOS))]
+    rule = (
+        pl.when(pl.col("ref_null"))
+        .then(pl.lit("merchant_ref"))
+        .otherwise(_lookup(rule_of_mess, pl.col("mess")))
+    )
     n_mv = mv.height
     # ledger records
     led = ledger.with_columns(_movement_scenario(lag_days, last).alias("scenario")).with_columns(

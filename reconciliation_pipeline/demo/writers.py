@@ -161,9 +161,11 @@ def write_adyen_sdr(path: Path, rows: pl.DataFrame) -> Path:
     creation_date (local text), timezone, type, modification_reference, currency, exchange_rate,
     payment_method_variant, modification_merchant_reference, batch_number, and the integer minor-unit
     (nullable) amounts gross_debit, gross_credit, net_debit, net_credit, commission, markup, scheme_fees,
-    interchange.
+    interchange. The optional column gross_currency (nullable) gives the currency of the gross amounts when it
+    differs from the net (settlement) currency; the net amounts and fees are always in ``currency``.
     """
     ccy = pl.col("currency")
+    gross_ccy = pl.coalesce(pl.col("gross_currency"), ccy) if "gross_currency" in rows.columns else ccy
     out = rows.select(
         pl.col("company").alias("Company Account"),
         pl.col("merchant_account").alias("Merchant Account"),
@@ -174,9 +176,9 @@ def write_adyen_sdr(path: Path, rows: pl.DataFrame) -> Path:
         pl.col("timezone").alias("TimeZone"),
         pl.col("type").alias("Type"),
         pl.col("modification_reference").alias("Modification Reference"),
-        ccy.alias("Gross Currency"),
-        major_expr(pl.col("gross_debit"), ccy).alias("Gross Debit (GC)"),
-        major_expr(pl.col("gross_credit"), ccy).alias("Gross Credit (GC)"),
+        gross_ccy.alias("Gross Currency"),
+        major_expr(pl.col("gross_debit"), gross_ccy).alias("Gross Debit (GC)"),
+        major_expr(pl.col("gross_credit"), gross_ccy).alias("Gross Credit (GC)"),
         pl.col("exchange_rate").alias("Exchange Rate"),
         ccy.alias("Net Currency"),
         *[
@@ -228,10 +230,16 @@ def write_stripe_itemized(path: Path, rows: pl.DataFrame) -> Path:
     ``rows`` columns: automatic_payout_id, payout_effective_at, created, available_on (UTC datetimes),
     balance_transaction_id, currency (upper-case; written lower-case), gross, fee (integer minor units,
     signed gross, fee positive = charged; net = gross - fee), reporting_category, source_id, description,
-    customer_facing_amount (nullable), charge_id, payment_intent_id, payment_method_type, card_brand,
-    order_id.
+    customer_facing_amount (nullable, signed like gross, minor units of its currency), charge_id,
+    payment_intent_id, payment_method_type, card_brand, order_id; optional customer_facing_currency
+    (upper-case, nullable: ``currency``) when the customer paid in another currency than the one settled.
     """
     ccy = pl.col("currency")
+    facing_ccy = (
+        pl.coalesce(pl.col("customer_facing_currency"), ccy)
+        if "customer_facing_currency" in rows.columns
+        else ccy
+    )
     out = rows.select(
         pl.col("automatic_payout_id"),
         pl.col("payout_effective_at").dt.strftime(_TS).alias("automatic_payout_effective_at_utc"),
@@ -245,10 +253,10 @@ def write_stripe_itemized(path: Path, rows: pl.DataFrame) -> Path:
         pl.col("reporting_category"),
         pl.col("source_id"),
         pl.col("description"),
-        major_expr(pl.col("customer_facing_amount"), ccy).alias("customer_facing_amount"),
+        major_expr(pl.col("customer_facing_amount"), facing_ccy).alias("customer_facing_amount"),
         pl.when(pl.col("customer_facing_amount").is_null())
         .then(pl.lit(None, dtype=pl.String))
-        .otherwise(ccy.str.to_lowercase())
+        .otherwise(facing_ccy.str.to_lowercase())
         .alias("customer_facing_currency"),
         pl.col("charge_id"),
         pl.col("payment_intent_id"),

@@ -52,7 +52,7 @@ UTC = dt.UTC
 KEY_CHUNK = 5_000
 WRITE_CHUNK = 5_000
 #: Outcome columns whose change is a change of the record's reconciliation state.
-STATE_COLUMNS = ("status", "match_id", "rule_id", "exception_category")
+STATE_COLUMNS = ("status", "match_id", "rule_id", "exception_category", "transaction_id")
 #: Ledger columns compared when a transaction_id arrives again (provenance columns excluded).
 LEDGER_IDENTITY = (
     "event_id",
@@ -333,6 +333,7 @@ _PREV_SCHEMA: dict[str, pl.DataType] = {
     "match_id_prev": pl.String(),
     "rule_id_prev": pl.String(),
     "exception_category_prev": pl.String(),
+    "transaction_id_prev": pl.String(),
     "as_of_date_prev": pl.Date(),
     "_stored": pl.Boolean(),
 }
@@ -370,7 +371,7 @@ def _stored_outcomes(session: Session, keys: Sequence[str]) -> pl.DataFrame:
     rows = _load_by_keys(
         session,
         o.record_key,
-        [o.record_key, o.status, o.match_id, o.rule_id, o.exception_category, o.as_of_date],
+        [o.record_key, o.status, o.match_id, o.rule_id, o.exception_category, o.transaction_id, o.as_of_date],
         keys,
     )
     return (
@@ -473,7 +474,6 @@ def apply_outcomes(
     out_cols = [
         "record_key",
         "record",
-        "transaction_id",
         "psp",
         "source_file",
         "source_row",

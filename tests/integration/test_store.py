@@ -405,6 +405,7 @@ def test_apply_outcomes_semantics_and_exceptions(engine: Engine) -> None:
         "match_id": None,
         "rule_id": None,
         "exception_category": None,
+        "transaction_id": "tx-0",
         "as_of_date": "2024-03-01",
     }
     assert ev.outcome == {
@@ -412,6 +413,7 @@ def test_apply_outcomes_semantics_and_exceptions(engine: Engine) -> None:
         "match_id": "m-2",
         "rule_id": "R2_merchant_reference",
         "exception_category": None,
+        "transaction_id": "tx-0",
         "business_date": "2024-03-01",
     }
     assert [e.action for e in _events(engine) if e.action.startswith("exception.")] == [

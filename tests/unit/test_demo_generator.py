@@ -12,8 +12,9 @@ import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -22,6 +23,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from reconciliation_pipeline.demo import DemoConfig, DemoManifest, generate
 from reconciliation_pipeline.demo.writers import major_expr
+from reconciliation_pipeline.formats.registry import parse_as
 from reconciliation_pipeline.frames import EXCEPTION_CATEGORIES, KINDS, STATUSES
 from reconciliation_pipeline.money import exponent, to_major_str, to_minor
 
@@ -38,11 +40,44 @@ MESS = (
     "currency_mismatch",
     "unlinked_adjustment",
 )
+#: scenarios the matching engine's newer rules handle: all matched, at low rates
+NEW_SCENARIOS = (
+    "split_capture",
+    "split_booking",
+    "cross_currency",
+    "cross_currency_net",
+    "refund_before_deposit_settles",
+    "chargeback_after_window",
+)
+#: rule -> allowed (ledger records, settlement records) of one match group
+GROUP_SHAPES = {
+    "split_settlement": {(1, 2), (1, 3)},
+    "split_booking": {(2, 1)},
+    "cross_currency": {(1, 1)},
+}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoManifest:
     return generate(tmp_path_factory.mktemp("demo"), CONFIG)
+
+
+@pytest.fixture(scope="module")
+def default_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoManifest:
+    """The data set ``recon demo`` makes (default config)."""
+    return generate(tmp_path_factory.mktemp("default"), DemoConfig())
+
+
+@pytest.fixture(scope="module", params=["demo", "default_demo"])
+def any_demo(request: pytest.FixtureRequest) -> DemoManifest:
+    """Whole-file and truth checks run on the small test config and on the default config."""
+    manifest: DemoManifest = request.getfixturevalue(request.param)
+    return manifest
+
+
+def _config_of(manifest: DemoManifest) -> DemoConfig:
+    """The config a fixture's manifest was made with."""
+    return DemoConfig() if manifest.root.name.startswith("default") else CONFIG
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -167,9 +202,9 @@ def test_ledger_business_date_is_local_date_in_malta(demo: DemoManifest) -> None
 # ------------------------------------------------------------------------------------------------ formats
 
 
-def test_adyen_batches_balance(demo: DemoManifest) -> None:
-    assert demo.settlement_files["adyen"]
-    for path in demo.settlement_files["adyen"]:
+def test_adyen_batches_balance(any_demo: DemoManifest) -> None:
+    assert any_demo.settlement_files["adyen"]
+    for path in any_demo.settlement_files["adyen"]:
         rows = _csv_rows(path)
         assert len({r["Batch Number"] for r in rows}) == 1
         assert path.name == f"settlement_detail_report_batch_{rows[0]['Batch Number']}.csv"
@@ -195,14 +230,20 @@ def test_adyen_batches_balance(demo: DemoManifest) -> None:
             )
             gross = _dec(r["Gross Credit (GC)"]) - _dec(r["Gross Debit (GC)"])
             net = _dec(r["Net Credit (NC)"]) - _dec(r["Net Debit (NC)"])
-            assert net == gross - fees, r
+            rate = Decimal(r["Exchange Rate"])
+            cent = Decimal(1).scaleb(-exponent(ccy))
+            assert net == (gross * rate).quantize(cent, rounding=ROUND_HALF_UP) - fees, r
             assert len(r["Psp Reference"]) == 16 and len(r["Modification Reference"]) == 16
-            assert r["Gross Currency"] == ccy == r["Merchant Account"][-3:]
+            assert ccy == r["Merchant Account"][-3:]
+            if r["Gross Currency"] == ccy:
+                assert rate == 1
+            else:  # cross-currency capture: gross in the player's currency, net in the account's
+                assert r["Type"] == "Settled" and rate != 1, r
 
 
-def test_stripe_payouts_balance(demo: DemoManifest) -> None:
-    assert demo.settlement_files["stripe"]
-    for path in demo.settlement_files["stripe"]:
+def test_stripe_payouts_balance(any_demo: DemoManifest) -> None:
+    assert any_demo.settlement_files["stripe"]
+    for path in any_demo.settlement_files["stripe"]:
         by_payout: dict[str, list[dict[str, str]]] = defaultdict(list)
         for r in _csv_rows(path):
             ccy = r["currency"].upper()
@@ -218,9 +259,9 @@ def test_stripe_payouts_balance(demo: DemoManifest) -> None:
             assert -to_minor(payout[0]["net"], ccy) == others > 0
 
 
-def test_paypal_stl_footers(demo: DemoManifest) -> None:
-    assert demo.settlement_files["paypal"]
-    for path in demo.settlement_files["paypal"]:
+def test_paypal_stl_footers(any_demo: DemoManifest) -> None:
+    assert any_demo.settlement_files["paypal"]
+    for path in any_demo.settlement_files["paypal"]:
         assert path.name.startswith("STL-") and path.name.endswith(".01.009.CSV")
         lines = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
         types = [line[0] for line in lines]
@@ -255,10 +296,10 @@ def test_paypal_stl_footers(demo: DemoManifest) -> None:
         )
 
 
-def test_camt_balances_and_versions(demo: DemoManifest) -> None:
+def test_camt_balances_and_versions(any_demo: DemoManifest) -> None:
     versions = set()
     closing: dict[str, Decimal] = {}
-    for path in demo.settlement_files["bank"]:  # sorted by name: account, then date
+    for path in any_demo.settlement_files["bank"]:  # sorted by name: account, then date
         ns, root = _camt(path)
         versions.add(ns[-2:])
         stmt = root.find(_q(ns, "BkToCstmrStmt/Stmt"))
@@ -294,9 +335,9 @@ def test_camt_balances_and_versions(demo: DemoManifest) -> None:
     assert versions == {"02", "08"}
 
 
-def test_every_psp_payout_is_one_bank_credit_same_day(demo: DemoManifest) -> None:
+def test_every_psp_payout_is_one_bank_credit_same_day(any_demo: DemoManifest) -> None:
     credits: list[tuple[str, str, int, str, str]] = []  # (ccy, date, minor, ustrd, e2e)
-    for path in demo.settlement_files["bank"]:
+    for path in any_demo.settlement_files["bank"]:
         ns, root = _camt(path)
         for e in root.iter(f"{{{ns}}}Ntry"):
             if e.findtext(_q(ns, "CdtDbtInd")) != "CRDT":
@@ -314,7 +355,7 @@ def test_every_psp_payout_is_one_bank_credit_same_day(demo: DemoManifest) -> Non
                 )
             )
     payouts: list[tuple[str, str, int, str]] = []
-    for path in demo.settlement_files["adyen"]:
+    for path in any_demo.settlement_files["adyen"]:
         for r in _csv_rows(path):
             if r["Type"] == "MerchantPayout":
                 ccy = r["Net Currency"]
@@ -326,14 +367,14 @@ def test_every_psp_payout_is_one_bank_credit_same_day(demo: DemoManifest) -> Non
                         r["Modification Reference"],
                     )
                 )
-    for path in demo.settlement_files["stripe"]:
+    for path in any_demo.settlement_files["stripe"]:
         for r in _csv_rows(path):
             if r["reporting_category"] == "payout":
                 ccy = r["currency"].upper()
                 payouts.append(
                     (ccy, r["available_on_utc"][:10], -to_minor(r["net"], ccy), f"STRIPE {r['source_id']}")
                 )
-    for path in demo.settlement_files["paypal"]:
+    for path in any_demo.settlement_files["paypal"]:
         lines = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
         header = lines[3][1:]
         for line in lines:
@@ -369,8 +410,8 @@ def _data_rows(manifest: DemoManifest) -> set[tuple[str, str, int]]:
     return keys
 
 
-def test_truth_has_one_row_per_record_and_allowed_values(demo: DemoManifest) -> None:
-    truth = _truth(demo)
+def test_truth_has_one_row_per_record_and_allowed_values(any_demo: DemoManifest) -> None:
+    truth = _truth(any_demo)
     assert list(truth[0]) == [
         "record",
         "transaction_id",
@@ -388,7 +429,7 @@ def test_truth_has_one_row_per_record_and_allowed_values(demo: DemoManifest) -> 
         (r["psp"], r["source_file"], int(r["source_row"])) for r in truth if r["record"] == "settlement"
     ]
     assert len(settlement) == len(set(settlement))
-    assert set(settlement) == _data_rows(demo)
+    assert set(settlement) == _data_rows(any_demo)
     ledger = [r for r in truth if r["record"] == "ledger"]
     assert len({r["transaction_id"] for r in ledger}) == len(ledger)
     assert all(not r["source_file"] and not r["source_row"] for r in ledger)
@@ -400,8 +441,9 @@ def test_truth_has_one_row_per_record_and_allowed_values(demo: DemoManifest) -> 
             assert r["match_id"] and r["rule_id"]
         if r["status"] == "pending":
             assert r["record"] == "ledger" and not r["match_id"]
-    lag = CONFIG.settlement_lag_days
-    last = CONFIG.start + dt.timedelta(days=CONFIG.days - 1)
+    config = _config_of(any_demo)
+    lag = config.settlement_lag_days
+    last = config.start + dt.timedelta(days=config.days - 1)
     for r in ledger:
         age = (last - dt.date.fromisoformat(r["business_date"])).days
         if r["status"] == "pending":
@@ -410,8 +452,8 @@ def test_truth_has_one_row_per_record_and_allowed_values(demo: DemoManifest) -> 
             assert age > lag
 
 
-def test_match_groups(demo: DemoManifest) -> None:
-    truth = _truth(demo)
+def test_match_groups(any_demo: DemoManifest) -> None:
+    truth = _truth(any_demo)
     groups: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in truth:
         if r["match_id"]:
@@ -425,6 +467,10 @@ def test_match_groups(demo: DemoManifest) -> None:
             assert len({m["transaction_id"] for m in members}) == 1
         elif rule == "payout_bank":
             assert sorted(m["psp"] == "bank" for m in members) == [False, True]
+        elif rule in GROUP_SHAPES:
+            records = Counter(m["record"] for m in members)
+            assert (records["ledger"], records["settlement"]) in GROUP_SHAPES[rule], (rule, members)
+            assert {m["status"] for m in members} == {"matched"}
         else:
             assert rule in ("fee_row", "bank_charge") and len(members) == 1
     assert {r["rule_id"] for r in truth} >= {
@@ -471,22 +517,22 @@ def test_every_scenario_at_least_twice(demo: DemoManifest) -> None:
         assert demo.counts[f"scenario_{name}"] == scenarios[name]
 
 
-def test_matched_ledger_reference_is_in_its_settlement_row(demo: DemoManifest) -> None:
+def test_matched_ledger_reference_is_in_its_settlement_row(any_demo: DemoManifest) -> None:
     """A ledger psp_reference is the PSP movement id on the row it matches (the matcher relies on it)."""
     events = {}
-    for line in _events(demo):
+    for line in _events(any_demo):
         e = json.loads(line)
         events[e["transaction_id"]] = e
     rows: dict[tuple[str, int], dict[str, str]] = {}
     for psp in ("adyen", "stripe"):
-        for path in demo.settlement_files[psp]:
+        for path in any_demo.settlement_files[psp]:
             rows |= {(path.name, i + 1): r for i, r in enumerate(_csv_rows(path))}
-    for path in demo.settlement_files["paypal"]:
+    for path in any_demo.settlement_files["paypal"]:
         lines = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
         sb = [dict(zip(lines[3][1:], line[1:], strict=True)) for line in lines if line[0] == "SB"]
         rows |= {(path.name, i + 1): r for i, r in enumerate(sb)}
     by_match: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in _truth(demo):
+    for r in _truth(any_demo):
         if r["match_id"] and r["psp"] != "bank":
             by_match[r["match_id"]].append(r)
     checked = 0
@@ -495,6 +541,7 @@ def test_matched_ledger_reference_is_in_its_settlement_row(demo: DemoManifest) -
         st = [m for m in members if m["record"] == "settlement"]
         if not led or not st:
             continue
+        led.sort(key=lambda m: m["transaction_id"])  # a split booking's first booking is the PSP's order
         event = events[led[0]["transaction_id"]]
         row = rows[(st[0]["source_file"], int(st[0]["source_row"]))]
         psp, kind, ref = event["psp"], event["kind"], event["psp_reference"]
@@ -527,21 +574,21 @@ def test_matched_ledger_reference_is_in_its_settlement_row(demo: DemoManifest) -
     assert checked > 100
 
 
-def test_settlement_business_date_is_the_psp_booking_date(demo: DemoManifest) -> None:
+def test_settlement_business_date_is_the_psp_booking_date(any_demo: DemoManifest) -> None:
     dates: dict[tuple[str, int], str] = {}
-    for path in demo.settlement_files["adyen"]:
+    for path in any_demo.settlement_files["adyen"]:
         dates |= {(path.name, i + 1): r["Creation Date"][:10] for i, r in enumerate(_csv_rows(path))}
-    for path in demo.settlement_files["stripe"]:
+    for path in any_demo.settlement_files["stripe"]:
         dates |= {(path.name, i + 1): r["available_on_utc"][:10] for i, r in enumerate(_csv_rows(path))}
-    for path in demo.settlement_files["paypal"]:
+    for path in any_demo.settlement_files["paypal"]:
         lines = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
         sb = [line for line in lines if line[0] == "SB"]
         dates |= {(path.name, i + 1): line[7][:10].replace("/", "-") for i, line in enumerate(sb)}
-    for path in demo.settlement_files["bank"]:
+    for path in any_demo.settlement_files["bank"]:
         ns, root = _camt(path)
         entries = list(root.iter(f"{{{ns}}}Ntry"))
         dates |= {(path.name, i + 1): e.findtext(_q(ns, "BookgDt/Dt")) or "" for i, e in enumerate(entries)}
-    for r in _truth(demo):
+    for r in _truth(any_demo):
         if r["record"] == "settlement":
             assert dates[(r["source_file"], int(r["source_row"]))] == r["business_date"]
 
@@ -567,6 +614,284 @@ def test_major_expr_agrees_with_money_to_major_str() -> None:
     want = [to_major_str(a, c.upper()) for a, c in zip(frame["a"], frame["c"], strict=True)]
     assert got == want
     assert exponent("KWD") == 3
+
+
+# ------------------------------------------------------------------------------------------------ newer rules
+
+
+def _event_map(manifest: DemoManifest) -> dict[str, dict[str, Any]]:
+    events = (json.loads(line) for line in _events(manifest))
+    return {e["transaction_id"]: e for e in events if not e["event_id"].startswith("ev-bad")}
+
+
+def _file_rows(manifest: DemoManifest) -> dict[tuple[str, int], dict[str, str]]:
+    """Every PSP data row by (file name, 1-based row); PayPal rows are the SB lines under the CH header."""
+    rows: dict[tuple[str, int], dict[str, str]] = {}
+    for psp in ("adyen", "stripe"):
+        for path in manifest.settlement_files[psp]:
+            rows |= {(path.name, i + 1): r for i, r in enumerate(_csv_rows(path))}
+    for path in manifest.settlement_files["paypal"]:
+        lines = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+        sb = [dict(zip(lines[3][1:], line[1:], strict=True)) for line in lines if line[0] == "SB"]
+        rows |= {(path.name, i + 1): r for i, r in enumerate(sb)}
+    return rows
+
+
+def _groups_of(truth: list[dict[str, str]], scenario: str) -> list[list[dict[str, str]]]:
+    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in truth:
+        if r["scenario"] == scenario:
+            groups[r["match_id"]].append(r)
+    return list(groups.values())
+
+
+def _split(members: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    led = sorted((m for m in members if m["record"] == "ledger"), key=lambda m: m["transaction_id"])
+    return led, [m for m in members if m["record"] == "settlement"]
+
+
+def _row(rows: dict[tuple[str, int], dict[str, str]], record: dict[str, str]) -> dict[str, str]:
+    return rows[(record["source_file"], int(record["source_row"]))]
+
+
+def test_new_scenarios_at_least_twice_at_low_rates(any_demo: DemoManifest) -> None:
+    truth = _truth(any_demo)
+    events = _event_map(any_demo)
+    ledger = [r for r in truth if r["record"] == "ledger"]
+    per_scenario = Counter(r["scenario"] for r in ledger)
+    instances = {
+        "split_capture": per_scenario["split_capture"],
+        "split_booking": per_scenario["split_booking"] // 2,
+        "cross_currency": per_scenario["cross_currency"],
+        "cross_currency_net": per_scenario["cross_currency_net"],
+        "refund_before_deposit_settles": sum(
+            1
+            for r in ledger
+            if r["scenario"] == "refund_before_deposit_settles"
+            and events[r["transaction_id"]]["kind"] == "refund"
+        ),
+        "chargeback_after_window": per_scenario["chargeback_after_window"],
+    }
+    for name in NEW_SCENARIOS:
+        assert instances[name] >= 2, name
+        assert any_demo.counts[f"scenario_{name}"] == sum(1 for r in truth if r["scenario"] == name)
+        assert {r["status"] for r in truth if r["scenario"] == name} == {"matched"}, name
+    deposits = Counter(e["psp"] for e in events.values() if e["kind"] == "deposit")
+    assert per_scenario["split_capture"] <= 0.015 * deposits["adyen"]
+    assert per_scenario["split_booking"] // 2 <= 0.01 * (deposits["adyen"] + deposits["paypal"])
+    assert per_scenario["cross_currency"] <= 0.04 * deposits["stripe"]
+    assert sum(per_scenario[name] for name in NEW_SCENARIOS) <= 0.05 * len(ledger)
+    usual = per_scenario["exact"] + per_scenario["late_settlement"] + per_scenario["pending"]
+    assert usual >= 0.85 * len(ledger)
+    assert any_demo.counts["scenario_event_redelivery"] >= 2
+
+
+def test_split_capture_truth(any_demo: DemoManifest) -> None:
+    config = _config_of(any_demo)
+    last = config.start + dt.timedelta(days=config.days - 1)
+    truth, events, rows = _truth(any_demo), _event_map(any_demo), _file_rows(any_demo)
+    groups = _groups_of(truth, "split_capture")
+    assert len(groups) >= 2
+    for members in groups:
+        led, st = _split(members)
+        assert len(led) == 1 and len(st) in (2, 3)
+        assert {m["rule_id"] for m in members} == {"split_settlement"}
+        assert {m["status"] for m in members} == {"matched"}
+        event = events[led[0]["transaction_id"]]
+        assert event["psp"] == "adyen" and event["kind"] == "deposit"
+        ccy = event["currency"]
+        captures = [_row(rows, m) for m in st]
+        assert {r["Type"] for r in captures} == {"Settled"}
+        assert {r["Psp Reference"] for r in captures} == {event["psp_reference"]}
+        assert {r["Merchant Reference"] for r in captures} == {event["transaction_id"]}
+        assert len({r["Modification Reference"] for r in captures}) == len(captures)
+        assert {r["Gross Currency"] for r in captures} == {ccy}
+        assert all(not r["Gross Debit (GC)"] for r in captures)
+        parts = [to_minor(r["Gross Credit (GC)"], ccy) for r in captures]
+        assert sum(parts) == event["amount_minor"] and all(0 < p < event["amount_minor"] for p in parts)
+        booked = dt.date.fromisoformat(led[0]["business_date"])
+        for m, r in zip(st, captures, strict=True):
+            day = dt.date.fromisoformat(m["business_date"])
+            assert m["business_date"] == r["Creation Date"][:10]
+            assert booked <= day <= min(last, booked + dt.timedelta(days=config.settlement_lag_days))
+
+
+def test_split_booking_truth(any_demo: DemoManifest) -> None:
+    truth, events, rows = _truth(any_demo), _event_map(any_demo), _file_rows(any_demo)
+    groups = _groups_of(truth, "split_booking")
+    assert len(groups) >= 2
+    psps = set()
+    for members in groups:
+        led, st = _split(members)
+        assert len(led) == 2 and len(st) == 1
+        assert {m["rule_id"] for m in members} == {"split_booking"}
+        assert {m["status"] for m in members} == {"matched"}
+        first, second = (events[m["transaction_id"]] for m in led)
+        assert first["transaction_id"] != second["transaction_id"]
+        for key in ("psp", "psp_reference", "currency", "kind", "player_id"):
+            assert first[key] == second[key], key
+        assert first["kind"] == "deposit" and first["psp"] in ("adyen", "paypal")
+        psps.add(first["psp"])
+        assert first["psp_reference"]
+        ccy = first["currency"]
+        row = _row(rows, st[0])
+        if first["psp"] == "adyen":
+            assert row["Type"] == "Settled" and row["Psp Reference"] == first["psp_reference"]
+            assert row["Gross Currency"] == ccy
+            settled = to_minor(row["Gross Credit (GC)"], ccy)
+        else:
+            assert (
+                row["Transaction Event Code"] == "T0006" and row["Transaction ID"] == first["psp_reference"]
+            )
+            assert row["Gross Transaction Currency"] == ccy and row["Transaction Debit or Credit"] == "CR"
+            settled = int(row["Gross Transaction Amount"]) // (100 if ccy == "JPY" else 1)
+        assert first["amount_minor"] + second["amount_minor"] == settled
+        assert settled not in (first["amount_minor"], second["amount_minor"])
+    assert psps == {"adyen", "paypal"}
+    # a duplicate booking is the other shape: equal amounts, each the settled amount
+    by_ref: dict[str, list[int]] = defaultdict(list)
+    for r in truth:
+        if r["record"] == "ledger" and r["scenario"] == "duplicate_booking":
+            event = events[r["transaction_id"]]
+            by_ref[event["psp_reference"]].append(event["amount_minor"])
+    assert by_ref and all(len(a) == 2 and a[0] == a[1] for a in by_ref.values())
+
+
+def test_cross_currency_truth(any_demo: DemoManifest) -> None:
+    truth, events, rows = _truth(any_demo), _event_map(any_demo), _file_rows(any_demo)
+    groups = _groups_of(truth, "cross_currency")
+    assert len(groups) >= 2
+    eur_per_unit = {"SEK": Decimal(1) / Decimal("11.2"), "JPY": Decimal(1) / Decimal(160)}
+    cross_rows = set()
+    for members in groups:
+        led, st = _split(members)
+        assert len(led) == 1 and len(st) == 1
+        assert {m["rule_id"] for m in members} == {"cross_currency"}
+        assert {m["status"] for m in members} == {"matched"}
+        event = events[led[0]["transaction_id"]]
+        assert event["psp"] == "stripe" and event["kind"] == "deposit" and event["currency"] in eur_per_unit
+        row = _row(rows, st[0])
+        cross_rows.add((st[0]["source_file"], int(st[0]["source_row"])))
+        assert row["reporting_category"] == "charge" and row["payment_intent_id"] == event["psp_reference"]
+        assert row["currency"] == "eur"
+        assert row["customer_facing_currency"] == event["currency"].lower()
+        assert to_minor(row["customer_facing_amount"], event["currency"]) == event["amount_minor"]
+        booked = Decimal(event["amount_minor"]).scaleb(-exponent(event["currency"]))
+        ratio = Decimal(row["gross"]) / (booked * eur_per_unit[event["currency"]])
+        assert Decimal("0.98") < ratio < Decimal("1.02")
+    # every other Stripe row keeps customer_facing = gross in the row's own currency
+    for key, row in rows.items():
+        if key[0].startswith("stripe_") and key not in cross_rows and row["customer_facing_amount"]:
+            assert row["customer_facing_amount"] == row["gross"]
+            assert row["customer_facing_currency"] == row["currency"]
+
+
+def test_cross_currency_net_truth(any_demo: DemoManifest) -> None:
+    truth, events, rows = _truth(any_demo), _event_map(any_demo), _file_rows(any_demo)
+    groups = _groups_of(truth, "cross_currency_net")
+    assert len(groups) >= 2
+    for members in groups:
+        led, st = _split(members)
+        assert len(led) == 1 and len(st) == 1
+        assert {m["rule_id"] for m in members} == {"exact_ref"}
+        event = events[led[0]["transaction_id"]]
+        assert event["psp"] == "adyen" and event["kind"] == "deposit" and event["currency"] == "SEK"
+        row = _row(rows, st[0])
+        assert row["Type"] == "Settled" and row["Psp Reference"] == event["psp_reference"]
+        assert (
+            row["Gross Currency"] == "SEK"
+            and to_minor(row["Gross Credit (GC)"], "SEK") == event["amount_minor"]
+        )
+        assert row["Net Currency"] == "EUR" and row["Merchant Account"] == "ExampleCasinoEUR"
+        rate = Decimal(row["Exchange Rate"])
+        assert Decimal("0.08") < rate < Decimal("0.1")
+        fees = sum(
+            _dec(row[c]) for c in ("Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)")
+        )
+        gross_eur = (_dec(row["Gross Credit (GC)"]) * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        assert _dec(row["Net Credit (NC)"]) == gross_eur - fees
+
+
+def test_refund_before_deposit_settles_truth(any_demo: DemoManifest) -> None:
+    truth, events, rows = _truth(any_demo), _event_map(any_demo), _file_rows(any_demo)
+    by_tx = {r["transaction_id"]: r for r in truth if r["record"] == "ledger"}
+    settlement_of = {
+        r["match_id"]: r
+        for r in truth
+        if r["record"] == "settlement" and r["match_id"] and r["psp"] != "bank"
+    }
+    refunds = [
+        r
+        for r in truth
+        if r["record"] == "ledger"
+        and r["scenario"] == "refund_before_deposit_settles"
+        and events[r["transaction_id"]]["kind"] == "refund"
+    ]
+    assert len(refunds) >= 2
+    for refund in refunds:
+        event = events[refund["transaction_id"]]
+        deposit = by_tx[event["original_transaction_id"]]
+        assert deposit["scenario"] == "refund_before_deposit_settles"
+        for r in (refund, deposit):
+            assert r["status"] == "matched" and r["rule_id"] == "exact_ref"
+        assert refund["match_id"] != deposit["match_id"]
+        r_row, d_row = settlement_of[refund["match_id"]], settlement_of[deposit["match_id"]]
+        assert r_row["rule_id"] == d_row["rule_id"] == "exact_ref"
+        assert deposit["business_date"] <= refund["business_date"]
+        assert r_row["business_date"] < d_row["business_date"]
+        deposit_event = events[deposit["transaction_id"]]
+        occurred = [
+            dt.datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00")) for e in (deposit_event, event)
+        ]
+        assert occurred[0] < occurred[1]
+        assert _row(rows, r_row)  # both rows exist in the files
+        assert _row(rows, d_row)
+
+
+def test_chargeback_after_window_truth(any_demo: DemoManifest) -> None:
+    config = _config_of(any_demo)
+    truth, events = _truth(any_demo), _event_map(any_demo)
+    by_tx = {r["transaction_id"]: r for r in truth if r["record"] == "ledger"}
+    late = [r for r in truth if r["record"] == "ledger" and r["scenario"] == "chargeback_after_window"]
+    assert len(late) >= 2
+    kinds = Counter(events[r["transaction_id"]]["kind"] for r in late)
+    assert kinds["chargeback"] >= 2 and kinds["chargeback_reversal"] >= 1
+    for r in late:
+        event = events[r["transaction_id"]]
+        deposit = by_tx[event["original_transaction_id"]]
+        age = dt.date.fromisoformat(r["business_date"]) - dt.date.fromisoformat(deposit["business_date"])
+        assert age.days > config.settlement_lag_days
+        assert r["status"] == "matched" and r["rule_id"] == "exact_ref"
+        group = [m for m in truth if m["match_id"] == r["match_id"]]
+        assert sorted(m["record"] for m in group) == ["ledger", "settlement"]
+
+
+def test_every_file_parses_and_rows_match_truth(any_demo: DemoManifest) -> None:
+    truth = _truth(any_demo)
+    events = _event_map(any_demo)
+    per_file = Counter((r["psp"], r["source_file"]) for r in truth if r["record"] == "settlement")
+    scenario_of = {(r["source_file"], int(r["source_row"])): r for r in truth if r["record"] == "settlement"}
+    ledger_of = {r["match_id"]: r for r in truth if r["record"] == "ledger" and r["match_id"]}
+    parsed_rows = 0
+    for psp, paths in any_demo.settlement_files.items():
+        for path in paths:
+            frame = parse_as(psp, path.read_bytes(), path.name)
+            assert frame.height == per_file[(psp, path.name)], path.name
+            assert frame["source_row"].to_list() == list(range(1, frame.height + 1))
+            parsed_rows += frame.height
+            for line in frame.iter_rows(named=True):
+                t = scenario_of[(path.name, line["source_row"])]
+                if t["scenario"] not in ("cross_currency", "cross_currency_net"):
+                    continue
+                event = events[ledger_of[t["match_id"]]["transaction_id"]]
+                if t["scenario"] == "cross_currency":
+                    assert (line["currency"], line["net_currency"]) == ("EUR", "EUR")
+                    assert line["presentment_amount_minor"] == event["amount_minor"]
+                    assert line["presentment_currency"] == event["currency"]
+                else:
+                    assert line["amount_minor"] == event["amount_minor"]
+                    assert (line["currency"], line["net_currency"]) == ("SEK", "EUR")
+    assert parsed_rows == sum(per_file.values())
 
 
 # ------------------------------------------------------------------------------------------------ scale
