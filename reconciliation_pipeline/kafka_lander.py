@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - not on Linux
 log = logging.getLogger(__name__)
 
 #: Offsets per file window. Part of the file names: changing it makes a replay write new names.
-OFFSET_WINDOW = 100_000
+OFFSET_WINDOW = 10_000
 #: How long ``until_idle`` waits for the first assignment (joining a group takes seconds) at least.
 JOIN_GRACE_SECONDS = 30.0
 #: How long the final commit may wait for a rebalance in progress to settle.
