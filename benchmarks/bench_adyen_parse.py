@@ -20,38 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _measure import measure
 
-HEADER = [
-    "Company Account",
-    "Merchant Account",
-    "Psp Reference",
-    "Merchant Reference",
-    "Payment Method",
-    "Creation Date",
-    "TimeZone",
-    "Type",
-    "Modification Reference",
-    "Gross Currency",
-    "Gross Debit (GC)",
-    "Gross Credit (GC)",
-    "Exchange Rate",
-    "Net Currency",
-    "Net Debit (NC)",
-    "Net Credit (NC)",
-    "Commission (NC)",
-    "Markup (NC)",
-    "Scheme Fees (NC)",
-    "Interchange (NC)",
-    "Payment Method Variant",
-    "Modification Merchant Reference",
-    "Batch Number",
-    "Reserved4",
-    "Reserved5",
-    "Reserved6",
-    "Reserved7",
-    "Reserved8",
-    "Reserved9",
-    "Reserved10",
-]
+from reconciliation_pipeline.demo.writers import ADYEN_COLUMNS
+
+HEADER = list(ADYEN_COLUMNS)  # the classic 30 columns, as the demo writer writes them
 
 
 def write_report(path: Path, rows: int) -> None:

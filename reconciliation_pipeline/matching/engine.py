@@ -251,6 +251,14 @@ def reconcile(
     book = _Book()
     window_open = (pl.lit(as_of) - pl.col("business_date")).dt.total_days() <= lag_days
 
+    def open_ledger(rule: str, *, with_reference: bool = True) -> pl.DataFrame:
+        """Ledger records no rule has decided yet, of the PSPs that use ``rule``, with (or without)
+        a booked PSP reference."""
+        has_ref = pl.col("psp_reference").is_not_null()
+        return _enabled(book.remaining(led, "lkey"), rule, rules).filter(
+            has_ref if with_reference else ~has_ref
+        )
+
     # 1. exact_ref: PSP movement reference + signed amount + currency, k-th booking with k-th settlement.
     l_ref = _enabled(led.filter(pl.col("psp_reference").is_not_null()), "exact_ref", rules)
     keys = ["psp", "psp_reference", "signed", "currency"]
@@ -284,9 +292,7 @@ def reconcile(
 
     # 2. cross_currency: settled in another currency; the PSP reports the amount the player saw
     #    (presentment) or its own exchange rate, within a tolerance in minor units.
-    rest_l = _enabled(book.remaining(led, "lkey"), "cross_currency", rules).filter(
-        pl.col("psp_reference").is_not_null()
-    )
+    rest_l = open_ledger("cross_currency")
     rest_s = book.remaining(player, "skey")
     fx = rest_s.filter(
         pl.col("presentment_currency").is_not_null() & (pl.col("presentment_currency") != pl.col("currency"))
@@ -334,9 +340,7 @@ def reconcile(
         book.add_pairs(cand.select("lkey", "skey"), rule="cross_currency", status="matched")
 
     # 3. split_settlement: one booking settled in several rows (partial captures) that add up to it.
-    rest_l = _enabled(book.remaining(led, "lkey"), "split_settlement", rules).filter(
-        pl.col("psp_reference").is_not_null()
-    )
+    rest_l = open_ledger("split_settlement")
     rest_s = book.remaining(player, "skey")
     parts = rest_s.group_by("psp", "movement_reference", "currency", "line_kind").agg(
         settled=pl.col("amount_minor").sum(), rows=pl.len(), skeys=pl.col("skey")
@@ -381,9 +385,7 @@ def reconcile(
     )
 
     # 4. split_booking: one settlement row for a payment the operator booked in several parts.
-    rest_l = _enabled(book.remaining(led, "lkey"), "split_booking", rules).filter(
-        pl.col("psp_reference").is_not_null()
-    )
+    rest_l = open_ledger("split_booking")
     rest_s = book.remaining(player, "skey")
     booked = rest_l.group_by("psp", "psp_reference", "currency", "line_kind").agg(
         booked=pl.col("signed").sum(), rows=pl.len(), lkeys=pl.col("lkey"), txs=pl.col("transaction_id")
@@ -412,9 +414,7 @@ def reconcile(
     # 5. merchant_ref: no PSP reference booked; the operator's transaction id (or, for refunds and
     #    chargebacks, their deposit's) is the PSP's merchant reference.
     for ledger_ref in ("transaction_id", "original_transaction_id"):
-        rest_l = _enabled(book.remaining(led, "lkey"), "merchant_ref", rules).filter(
-            pl.col("psp_reference").is_null()
-        )
+        rest_l = open_ledger("merchant_ref", with_reference=False)
         if ledger_ref == "original_transaction_id":
             rest_l = rest_l.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))
         rest_s = book.remaining(player, "skey")
@@ -431,9 +431,7 @@ def reconcile(
         )
 
     # 6. ref_mismatch: same reference, different amount or currency: an exception pair with the difference.
-    rest_l = _enabled(book.remaining(led, "lkey"), "ref_mismatch", rules).filter(
-        pl.col("psp_reference").is_not_null()
-    )
+    rest_l = open_ledger("ref_mismatch")
     rest_s = book.remaining(player, "skey")
     pairs = _pair_by(rest_l, rest_s, ["psp", "psp_reference"], ["psp", "movement_reference"])
     pairs = pairs.filter(pl.col("lkey").is_not_null() & pl.col("skey").is_not_null())
