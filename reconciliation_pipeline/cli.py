@@ -217,9 +217,16 @@ def demo(
 
     settings = _settings()
     if fresh:
-        for path in (settings.data_path, dagster_home()):
-            if path.exists():
-                shutil.rmtree(path / "storage" if path == dagster_home() else path, ignore_errors=True)
+        data = settings.data_path
+        if data.exists() and any(data.iterdir()) and not (data / "demo-input").exists():
+            err.print(
+                f"[red]--fresh refused: {data} holds data that no demo made; point RECON_DATA_DIR "
+                "at a demo folder.[/red]"
+            )
+            raise typer.Exit(2)
+        shutil.rmtree(data, ignore_errors=True)
+        for sub in ("storage", "history", "schedules", "logs"):
+            shutil.rmtree(dagster_home() / sub, ignore_errors=True)
     started = time.monotonic()
     ok = run_demo(settings, seed=seed, days=days, per_day=per_day, console=console)
     console.print(f"[dim]Finished in {time.monotonic() - started:.0f} s.[/dim]")

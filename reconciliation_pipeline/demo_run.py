@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -118,6 +117,3 @@ def _show_run(console: Console, run: DateRun) -> None:
     mark = "[green]✓[/green]" if run.success else "[red]✗[/red]"
     extra = "" if run.success else f" {', '.join(run.failed_checks) or run.error}"
     console.print(f"{mark} {run.day}  Dagster run {run.run_id[:8]}{extra}")
-
-
-__all__ = ["Path", "run_demo"]
