@@ -103,16 +103,20 @@ class _Book:
     decided: list[pl.DataFrame] = field(default_factory=list)
     evidence: list[pl.DataFrame] = field(default_factory=list)
 
-    def keys(self) -> pl.Series:
-        if not self.decided:
-            return pl.Series("key", [], pl.String)
-        return pl.concat([d.select("key") for d in self.decided])["key"]
+    #: Open (undecided) rows of the tracked frames, narrowed incrementally: each call anti-joins only
+    #: the keys decided since the last call, so after the first rule the later ones work on little.
+    #: (The original frame is kept in the entry so that its id stays unique while the book lives.)
+    _open: dict[tuple[str, int], tuple[pl.DataFrame, pl.DataFrame, int]] = field(default_factory=dict)
 
     def remaining(self, frame: pl.DataFrame, key: str) -> pl.DataFrame:
-        if not self.decided:
-            return frame
-        done = pl.DataFrame({key: self.keys()})
-        return frame.join(done, on=key, how="anti")
+        """The rows of ``frame`` (tracked by its ``key`` column) that no rule has decided yet."""
+        name = (key, id(frame))
+        _, current, seen = self._open.get(name, (frame, frame, 0))
+        if seen < len(self.decided):
+            fresh = pl.concat([d.select(pl.col("key").alias(key)) for d in self.decided[seen:]])
+            current = current.join(fresh, on=key, how="anti")
+        self._open[name] = (frame, current, len(self.decided))
+        return current
 
     def add(
         self,
