@@ -20,6 +20,13 @@ from .partitions import business_date_partitions
 from .resources import ReconResource
 
 GROUP = "reconciliation"
+#: Writes to the outcome store run one at a time across all runs (the audit chain is one line anyway).
+STORE_POOL = "recon_store"
+#: Transient faults (a database restart, a busy file system) are retried; bad data is not transient and
+#: is stopped by the blocking checks instead, so the matching asset has no retry policy.
+TRANSIENT_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 LEDGER_SCHEMA_CHECK = "ledger_schema"
 SETTLEMENT_SCHEMA_CHECK = "settlement_lines_schema"
@@ -98,6 +105,7 @@ def landed_transactions(context: dg.AssetExecutionContext, recon: ReconResource)
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     group_name=GROUP,
     partitions_def=business_date_partitions,
     check_specs=[
@@ -226,7 +234,12 @@ def _accuracy_check(export: pl.DataFrame, day: dt.date, recon: ReconResource) ->
 
 
 @dg.asset(
-    group_name=GROUP, partitions_def=business_date_partitions, deps=[reconciliation], kinds={"sqlalchemy"}
+    retry_policy=TRANSIENT_RETRY,
+    pool=STORE_POOL,
+    group_name=GROUP,
+    partitions_def=business_date_partitions,
+    deps=[reconciliation],
+    kinds={"sqlalchemy"},
 )
 def outcomes(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Outcomes of one business date written to the outcome store, each change an audit event in the
@@ -244,7 +257,13 @@ def outcomes(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.Mate
     )
 
 
-@dg.asset(group_name=GROUP, partitions_def=business_date_partitions, deps=[outcomes], kinds={"duckdb", "csv"})
+@dg.asset(
+    retry_policy=TRANSIENT_RETRY,
+    group_name=GROUP,
+    partitions_def=business_date_partitions,
+    deps=[outcomes],
+    kinds={"duckdb", "csv"},
+)
 def daily_report(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Finance's daily summary per PSP and currency (DuckDB SQL in `sql/daily_summary.sql`)."""
     paths = pipeline.build_daily_report(recon.lake, _day(context))

@@ -144,3 +144,27 @@ def test_recon_run_exits_non_zero_when_a_blocking_check_fails(tmp_path: Path) ->
     )
     assert done.returncode == 1
     assert "ledger_schema" in done.stderr
+
+
+def test_the_local_instance_config_queues_runs_one_at_a_time(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", tmp_path)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        config = instance.get_concurrency_config()
+        assert config.run_queue_config is not None and config.run_queue_config.max_concurrent_runs == 1
+        assert config.pool_config.default_pool_limit == 1
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    finally:
+        instance.dispose()
+
+
+def test_store_writers_share_a_pool_and_transient_faults_are_retried() -> None:
+    from reconciliation_pipeline.defs.assets import STORE_POOL, outcomes, reconciliation, settlement_lines
+
+    assert outcomes.op.pool == STORE_POOL
+    assert outcomes.op.retry_policy is not None and outcomes.op.retry_policy.max_retries == 3
+    assert settlement_lines.op.retry_policy is not None
+    # Bad data is not transient: the matching asset is not retried, its blocking checks stop it.
+    assert reconciliation.op.retry_policy is None
