@@ -29,18 +29,6 @@ def _read_table(lake: Lake, table: str, day: dt.date) -> pl.DataFrame | None:
     return pl.read_parquet(path) if path.exists() else None
 
 
-def _scan_table(lake: Lake, table: str, first: dt.date, last: dt.date) -> list[Path]:
-    base = lake.lake_table(table)
-    if not base.exists():
-        return []
-    paths = []
-    for folder in sorted(base.glob("date=*")):
-        day = dt.date.fromisoformat(folder.name.removeprefix("date="))
-        if first <= day <= last and (folder / PART).exists():
-            paths.append(folder / PART)
-    return paths
-
-
 @dataclass(frozen=True)
 class LedgerBuild:
     frame: pl.DataFrame
