@@ -203,14 +203,42 @@ def landed_files(lake: Lake) -> list[tuple[str, Path]]:
     return found
 
 
+def _index_path(lake: Lake) -> Path:
+    return lake.lake / "parsed" / ".landing-index.json"
+
+
+def _load_index(lake: Lake) -> dict[str, list[object]]:
+    try:
+        loaded = json.loads(_index_path(lake).read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def register_landed(
     lake: Lake, engine: Engine, *, actor: str, chain: dict[str, object]
 ) -> list[IngestOutcome]:
     """Register every file lying in landing that is not registered yet (files may be dropped there
     directly, not only through ``recon ingest``): parse it whole and accept it, or quarantine it, or
-    recognise it as a copy of a registered file and remove the copy from landing."""
+    recognise it as a copy of a registered file and remove the copy from landing.
+
+    Files already registered are recognised by (path, size, mtime) from a small index beside the
+    parsed cache, so sensor ticks and runs do not re-read and re-hash the whole landing folder; a
+    changed or unknown file is read and hashed as before. (A lost index only costs a re-hash.)
+    """
+    index = _load_index(lake)
+    fresh: dict[str, list[object]] = {}
     results = []
     for psp, path in landed_files(lake):
+        stat = path.stat()
+        cached = index.get(str(path))
+        if (
+            cached is not None
+            and cached[:2] == [stat.st_size, stat.st_mtime_ns]
+            and parsed_path(lake, psp, str(cached[2])).exists()
+        ):
+            fresh[str(path)] = cached
+            continue
         data = path.read_bytes()
         sha = sha256_bytes(data)
         if parsed_path(lake, psp, sha).exists():
@@ -218,19 +246,23 @@ def register_landed(
                 known = service.find_file(session, sha256=sha)
                 stored = None if known is None else known.stored_path
             if stored is None or stored == str(path):
+                fresh[str(path)] = [stat.st_size, stat.st_mtime_ns, sha]
                 continue  # the registered original
-        results.append(
-            accept_bytes(
-                data,
-                name=path.name,
-                psp=psp,
-                lake=lake,
-                engine=engine,
-                actor=actor,
-                chain=chain,
-                landed_at=path,
-            )
+        outcome = accept_bytes(
+            data,
+            name=path.name,
+            psp=psp,
+            lake=lake,
+            engine=engine,
+            actor=actor,
+            chain=chain,
+            landed_at=path,
         )
+        if outcome.status == "accepted":
+            fresh[str(path)] = [stat.st_size, stat.st_mtime_ns, sha]
+        results.append(outcome)
+    if fresh != index:
+        atomic_write_bytes(_index_path(lake), json.dumps(fresh, sort_keys=True).encode())
     return results
 
 

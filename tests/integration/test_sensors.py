@@ -100,3 +100,23 @@ def test_landed_transactions_request_their_date_and_the_same_files_never_twice(
         atomic_write_parquet(path, pl.concat([frame, frame.with_columns(event_id=pl.lit("e2"))]))
         changed = tick(landed_transactions_sensor, recon, instance, replay.cursor)
         assert changed.run_requests and changed.run_requests[0].run_key != first.run_requests[0].run_key  # type: ignore[index]
+
+
+def test_registered_files_are_not_read_again_on_later_ticks(
+    recon: ReconResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop(recon, "adyen", "settlement_detail_report_batch_812.csv", ADYEN_EXAMPLE)
+    with dg.instance_for_test() as instance:
+        assert tick(settlement_file_sensor, recon, instance).run_requests
+        real_read = Path.read_bytes
+
+        def no_landing_reads(self: Path) -> bytes:
+            assert "landing" not in self.parts, f"{self} was read again"
+            return real_read(self)
+
+        monkeypatch.setattr(Path, "read_bytes", no_landing_reads)
+        assert not tick(settlement_file_sensor, recon, instance).run_requests
+        monkeypatch.setattr(Path, "read_bytes", real_read)
+        # A new file next to it is read (and only it would be), and requests its dates.
+        drop(recon, "stripe", "stripe_payout.csv", STRIPE_EXAMPLE)
+        assert tick(settlement_file_sensor, recon, instance).run_requests
