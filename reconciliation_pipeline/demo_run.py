@@ -8,6 +8,7 @@ import os
 from rich.console import Console
 from rich.table import Table
 
+from .defs.resources import ReconResource
 from .demo.generator import DemoConfig, generate
 from .export import write_export
 from .ingest import ingest_file
@@ -80,8 +81,12 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
     console.rule(f"4. Run the Dagster assets for {first} .. {last} (recon run)")
     # The accuracy check of the reconciliation asset compares with this truth and blocks publication
     # below RECON_ACCURACY_THRESHOLD on the truth's as-of date.
-    os.environ["RECON_GROUND_TRUTH"] = str(manifest.ground_truth_file)
-    results = run_range(first, last, on_date=lambda r: _show_run(console, r))
+    resource = ReconResource(
+        data_dir=str(settings.data_path),
+        database_url=settings.database_url,
+        ground_truth=str(manifest.ground_truth_file),
+    )
+    results = run_range(first, last, resource=resource, on_date=lambda r: _show_run(console, r))
     if not all(r.success for r in results):
         console.print("[red]A run failed; see it in the Dagster UI.[/red]")
         return False

@@ -17,13 +17,16 @@ class ReconResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     data_dir: str | None = None
     database_url: str | None = None
+    ground_truth: str | None = None
 
     @cached_property
     def settings(self) -> Settings:
-        overrides = {
-            k: v for k, v in {"data_dir": self.data_dir, "database_url": self.database_url}.items() if v
+        fields = {
+            "data_dir": self.data_dir,
+            "database_url": self.database_url,
+            "ground_truth": self.ground_truth,
         }
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**{k: v for k, v in fields.items() if v})  # type: ignore[arg-type]
 
     @cached_property
     def lake(self) -> Lake:

@@ -164,3 +164,27 @@ def test_running_dates_out_of_order_gives_the_same_outcomes(
     out = tmp_path / "shuffled.parquet"
     recon(shuffled, "outcomes", "export", "--format", "parquet", "--out", str(out))
     assert pl.read_parquet(out).equals(pl.read_parquet(in_order))
+
+
+def test_the_demo_evaluates_the_blocking_accuracy_check(
+    demo: tuple[dict[str, str], Path, subprocess.CompletedProcess[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    env, _, _ = demo
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=500
+        )
+        evaluated = [
+            data
+            for record in records
+            if record.event_log_entry.dagster_event is not None
+            and (data := record.event_log_entry.dagster_event.event_specific_data).check_name
+            == "accuracy_vs_ground_truth"
+            and data.metadata["evaluated"].value
+        ]
+    assert evaluated, "the accuracy check never compared with the ground truth"
+    assert all(e.passed for e in evaluated)
+    assert evaluated[0].metadata["accuracy"].value >= 0.998
