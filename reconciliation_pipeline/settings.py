@@ -48,6 +48,27 @@ class Settings(BaseSettings):
     code_version: str = Field(default="0.1.0", description="Recorded in every audit event")
     topic: str = Field(default="payments.transactions.v1")
 
+    # Partner API (partner_api/, docs/partner-api.md)
+    sandbox_data_dir: Path | None = Field(
+        default=None, description="Lake of the sandbox environment; default data_dir/sandbox"
+    )
+    sandbox_database_url: str | None = Field(
+        default=None, description="Outcome store of the sandbox environment; default SQLite in its lake"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for the API rate limits (redis://H:P/0); unset: in-process limiter"
+    )
+    api_rate_per_s: float = Field(default=50.0, gt=0, description="Requests a second per API key (refill)")
+    api_burst: int = Field(default=100, ge=1, description="Token bucket size per API key")
+    api_key_cache_s: float = Field(
+        default=5.0, ge=0, description="How long a verified API key is cached in-process (revocation delay)"
+    )
+    idempotency_ttl_hours: float = Field(default=24.0, ge=24, description="How long idempotency keys live")
+    idempotency_lock_s: float = Field(
+        default=60.0, gt=0, description="After this, an in-flight idempotency key may be taken over"
+    )
+    api_max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest settlement upload")
+
     @field_validator("business_tz")
     @classmethod
     def _known_tz(cls, value: str) -> str:
@@ -81,6 +102,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_path / 'recon.db'}"
+
+    @property
+    def sandbox_data_path(self) -> Path:
+        return (self.sandbox_data_dir or self.data_dir / "sandbox").expanduser().resolve()
+
+    @property
+    def sandbox_db_url(self) -> str:
+        if self.sandbox_database_url:
+            return self.sandbox_database_url
+        return f"sqlite:///{self.sandbox_data_path / 'recon.db'}"
 
 
 def dagster_home() -> Path:
