@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -238,7 +239,11 @@ class AuditEvent(Base):
 
 
 class IdempotencyKey(Base):
-    """A partner API idempotency key and the response it produced."""
+    """A partner API idempotency key and the response it produced (``partner_api.idempotency``).
+
+    Reserved ``in_flight`` (with a ``lock_token`` and ``locked_until``) before the call runs; set to
+    ``completed`` with the response in the same transaction as the call's state change.
+    """
 
     __tablename__ = "idempotency_keys"
 
@@ -251,16 +256,73 @@ class IdempotencyKey(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    request_method: Mapped[str | None] = mapped_column(String(8))
+    request_path: Mapped[str | None] = mapped_column(String(1024))
+    lock_token: Mapped[str | None] = mapped_column(String(64))
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Partner(Base):
+    """A PSP or B2B brand that uses the partner API (``recon partners add``).
+
+    Ownership: the partner sees the ledger transactions whose ``psp`` equals its ``psp`` (when set)
+    and whose ``brand`` equals its ``brand`` (when set); at least one of the two is set.
+    """
+
+    __tablename__ = "partners"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    psp: Mapped[str | None] = mapped_column(String(32))
+    brand: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """One API key of a partner: only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.partner_id"), index=True)
+    environment: Mapped[str] = mapped_column(String(16))  # sandbox | live
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(255))  # comma-separated: read,disputes,upload,operator
+    rate_per_s: Mapped[float | None] = mapped_column(Float)
+    burst: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Dispute(Base):
+    """A dispute a partner raised about one of its transactions."""
+
+    __tablename__ = "disputes"
+
+    dispute_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(String(64), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(128), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    note: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # open | resolved
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    trace_id: Mapped[str | None] = mapped_column(String(64))
 
 
 __all__ = [
+    "ApiKey",
     "AuditEvent",
     "Base",
+    "Dispute",
     "ExceptionItem",
     "IdempotencyKey",
     "IngestedFile",
     "MatchGroup",
     "Outcome",
+    "Partner",
     "SettlementLine",
     "Transaction",
     "UTCDateTime",
