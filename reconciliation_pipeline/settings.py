@@ -10,6 +10,7 @@ import datetime as dt
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
@@ -68,6 +69,17 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="After this, an in-flight idempotency key may be taken over"
     )
     api_max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest settlement upload")
+    # Observability (reconciliation_pipeline/telemetry.py, metrics.py; docs/observability.md)
+    otel_exporter: Literal["memory", "console", "otlp", "none"] | None = Field(
+        default=None,
+        description="Span exporter; unset: OTEL_TRACES_EXPORTER, else memory. otlp reads the standard "
+        "OTEL_EXPORTER_OTLP_* variables",
+    )
+    log_level: str = Field(default="INFO", description="Level of the JSON logs on stderr")
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one object a line")
+    pushgateway_url: str | None = Field(
+        default=None, description="Prometheus Pushgateway the pipeline steps push their run metrics to"
+    )
 
     @field_validator("business_tz")
     @classmethod
