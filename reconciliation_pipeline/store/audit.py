@@ -405,8 +405,8 @@ def _recanon(stored: str | None) -> str | None:
     return None if stored is None else canonical_json(json.loads(stored))
 
 
-def _batches(conn: Connection | Session, batch_size: int) -> Iterator[list[Any]]:
-    last = None
+def _batches(conn: Connection | Session, batch_size: int, after: int | None) -> Iterator[list[Any]]:
+    last = after
     while True:
         stmt = select(*_VERIFY_COLUMNS).order_by(AuditEvent.seq).limit(batch_size)
         if last is not None:
@@ -418,76 +418,152 @@ def _batches(conn: Connection | Session, batch_size: int) -> Iterator[list[Any]]
         last = rows[-1][0]
 
 
-def _verify(conn: Connection | Session, batch_size: int) -> VerifyResult:
+def _row_hash(row: Sequence[Any], *, recanonicalise: bool) -> str:
+    """The hash an event row should have: from its stored JSON text, or re-canonicalised text."""
+    _seq, _hash, event_id, occurred_at, actor, action, etype, eid, inp, chn, out, trace, prv = row
+    conv = _recanon if recanonicalise else (lambda v: v)
+    return _sha(
+        prv,
+        _body_text(
+            event_id, iso_utc(occurred_at), actor, action, etype, eid, conv(inp), conv(chn), conv(out), trace, prv
+        ),
+    )
+
+
+def _unlinked(seq: Any, prv: str, prev: str) -> str:
+    return (
+        f"event seq {seq}: prev_hash {prv} does not link to the hash of the event before it "
+        f"({prev}); an event was removed, inserted or re-ordered"
+    )
+
+
+def _altered(seq: Any, stored_hash: str, recomputed: str) -> str:
+    return (
+        f"event seq {seq}: stored hash {stored_hash} but its content hashes to {recomputed}; "
+        "the event was altered"
+    )
+
+
+def _check_row(row: Sequence[Any], prev: str) -> str | None:
+    """``None`` when the row links to ``prev`` and its content hashes to its stored hash, else why not.
+
+    The stored JSON text is hashed as is (it is the canonical text written); text that is not
+    canonical (stored before migration 0002 on PostgreSQL) is re-canonicalised before it is judged.
+    """
+    seq, stored_hash, prv = row[0], row[1], row[12]
+    if prv != prev:
+        return _unlinked(seq, prv, prev)
+    try:
+        recomputed = _row_hash(row, recanonicalise=False)
+        if recomputed != stored_hash:
+            recomputed = _row_hash(row, recanonicalise=True)
+    except (TypeError, ValueError) as exc:
+        return f"event seq {seq}: unreadable content ({exc})"
+    if recomputed != stored_hash:
+        return _altered(seq, stored_hash, recomputed)
+    return None
+
+
+def _verify_python(conn: Connection | Session, batch_size: int) -> VerifyResult:
     prev = GENESIS_HASH
     count = 0
     head: str | None = None
-    for rows in _batches(conn, batch_size):
-        for (
-            seq,
-            stored_hash,
-            event_id,
-            occurred_at,
-            actor,
-            action,
-            etype,
-            eid,
-            inp,
-            chn,
-            out,
-            trace,
-            prv,
-        ) in rows:
-            if prv != prev:
-                return VerifyResult(
-                    False,
-                    count,
-                    head,
-                    int(seq),
-                    f"event seq {seq}: prev_hash {prv} does not link to the hash of the event before it "
-                    f"({prev}); an event was removed, inserted or re-ordered",
-                )
-            try:
-                body = _body_text(
-                    event_id,
-                    iso_utc(occurred_at),
-                    actor,
-                    action,
-                    etype,
-                    eid,
-                    _recanon(inp),
-                    _recanon(chn),
-                    _recanon(out),
-                    trace,
-                    prv,
-                )
-            except (TypeError, ValueError) as exc:
-                return VerifyResult(
-                    False, count, head, int(seq), f"event seq {seq}: unreadable content ({exc})"
-                )
-            recomputed = _sha(prv, body)
-            if recomputed != stored_hash:
-                return VerifyResult(
-                    False,
-                    count,
-                    head,
-                    int(seq),
-                    f"event seq {seq}: stored hash {stored_hash} but its content hashes to {recomputed}; "
-                    "the event was altered",
-                )
-            prev = head = stored_hash
+    for rows in _batches(conn, batch_size, None):
+        for row in rows:
+            problem = _check_row(row, prev)
+            if problem is not None:
+                return VerifyResult(False, count, head, int(row[0]), problem)
+            prev = head = row[1]
             count += 1
     return VerifyResult(True, count, head)
 
 
+#: The canonical body text of an event built by PostgreSQL itself (``to_json(text)`` escapes strings
+#: exactly as Python's ``json`` with ``ensure_ascii=False``; ``json`` columns return their stored text).
+_PG_BODY = """'{"action":' || to_json(action)::text
+    || ',"actor":' || to_json(actor)::text
+    || ',"chain":' || coalesce(chain::text, 'null')
+    || ',"entity_id":' || to_json(entity_id)::text
+    || ',"entity_type":' || to_json(entity_type)::text
+    || ',"event_id":' || to_json(event_id)::text
+    || ',"inputs":' || coalesce(inputs::text, 'null')
+    || ',"occurred_at":"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z"'
+    || ',"outcome":' || coalesce(outcome::text, 'null')
+    || ',"prev_hash":' || to_json(prev_hash)::text
+    || ',"trace_id":' || coalesce(to_json(trace_id)::text, 'null')
+    || '}'"""
+_PG_FIRST_BAD = f"""
+SELECT seq, hash, prev_hash, expected_prev, recomputed FROM (
+    SELECT seq, hash, prev_hash,
+           lag(hash, 1, %(start_prev)s) OVER (ORDER BY seq) AS expected_prev,
+           encode(sha256(convert_to(prev_hash || {_PG_BODY}, 'UTF8')), 'hex') AS recomputed
+    FROM audit_events WHERE seq > %(after)s
+) AS c
+WHERE prev_hash IS DISTINCT FROM expected_prev OR recomputed IS DISTINCT FROM hash
+ORDER BY seq LIMIT 1
+"""
+
+
+def _verify_server(conn: Connection) -> VerifyResult:
+    """PostgreSQL recomputes every hash and link in one ordered scan and returns the first bad event.
+
+    A row whose stored JSON text is not canonical (written before migration 0002) is judged again in
+    Python from its re-canonicalised content; the scan then resumes after it.
+    """
+    after, start_prev = -(2**62), GENESIS_HASH
+    while True:
+        bad = conn.exec_driver_sql(_PG_FIRST_BAD, {"after": after, "start_prev": start_prev}).first()
+        if bad is None:
+            break
+        seq, stored_hash, prv, expected_prev, recomputed = bad
+        problem: str | None
+        if prv != expected_prev:
+            problem = _unlinked(seq, prv, expected_prev)
+        else:
+            row = conn.execute(select(*_VERIFY_COLUMNS).where(AuditEvent.seq == seq)).one()
+            problem = _check_row(row, expected_prev)
+        if problem is not None:
+            count, head = conn.execute(
+                select(func.count(), func.max(AuditEvent.seq)).where(AuditEvent.seq < seq)
+            ).one()
+            head_hash = (
+                None
+                if head is None
+                else conn.execute(select(AuditEvent.hash).where(AuditEvent.seq == head)).scalar_one()
+            )
+            return VerifyResult(False, int(count), head_hash, int(seq), problem)
+        after, start_prev = int(seq), str(stored_hash)
+    count = int(conn.execute(select(func.count()).select_from(AuditEvent)).scalar_one())
+    head_row = conn.execute(select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    return VerifyResult(True, count, None if head_row is None else str(head_row[0]))
+
+
 def verify_chain(
-    session_or_engine: Session | Engine | Connection, *, batch_size: int = VERIFY_BATCH
+    session_or_engine: Session | Engine | Connection,
+    *,
+    batch_size: int = VERIFY_BATCH,
+    method: str = "auto",
 ) -> VerifyResult:
-    """Walk the whole chain in ``seq`` order, in batches, and report the first bad event."""
+    """Walk the whole chain in ``seq`` order and report the first bad event.
+
+    ``method``: ``"server"`` has PostgreSQL recompute every hash (one scan, no rows leave the
+    server); ``"python"`` fetches the events in batches and recomputes them here (any backend; the
+    independent check); ``"auto"`` is ``server`` on PostgreSQL and ``python`` elsewhere.
+    """
+    if method not in ("auto", "server", "python"):
+        raise ValueError(f"verify_chain: method must be auto, server or python, not {method!r}")
     if isinstance(session_or_engine, Engine):
         with session_or_engine.connect() as conn:
-            return _verify(conn, batch_size)
-    return _verify(session_or_engine, batch_size)
+            return _verify_on(conn, batch_size, method)
+    conn_ = session_or_engine.connection() if isinstance(session_or_engine, Session) else session_or_engine
+    return _verify_on(conn_, batch_size, method)
+
+
+def _verify_on(conn: Connection, batch_size: int, method: str) -> VerifyResult:
+    server = conn.dialect.name == "postgresql" and method in ("auto", "server")
+    if method == "server" and not server:
+        raise ValueError(f"verify_chain: method='server' needs PostgreSQL, not {conn.dialect.name}")
+    return _verify_server(conn) if server else _verify_python(conn, batch_size)
 
 
 def count_events(session: Session) -> int:

@@ -229,9 +229,11 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(128))
     entity_type: Mapped[str] = mapped_column(String(64))
     entity_id: Mapped[str] = mapped_column(String(1024), index=True)
-    inputs: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    chain: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    outcome: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    # ``json`` (not ``jsonb``) on PostgreSQL too: the stored text is exactly the canonical text that
+    # was hashed (migration 0002), so the chain verifies from the stored text alone.
+    inputs: Mapped[Any] = mapped_column(JSON, nullable=True)
+    chain: Mapped[Any] = mapped_column(JSON, nullable=True)
+    outcome: Mapped[Any] = mapped_column(JSON, nullable=True)
     trace_id: Mapped[str | None] = mapped_column(String(64))
     # Unique: two events can never claim the same predecessor, so the chain cannot fork.
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
