@@ -7,6 +7,8 @@ only the amount columns are turned into integer minor units, exactly (no floats)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import polars as pl
 
 from reconciliation_pipeline import frames
@@ -117,7 +119,16 @@ def looks_like(data: bytes) -> bool:
 
 def parse(data: bytes, source_file: str) -> pl.DataFrame:
     name = basename(source_file)
-    frame = read_csv_strings(data, source_file, what="Adyen settlement details report", required=REQUIRED)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # hashlib releases the GIL: the checksum is computed while Polars reads the file.
+        checksum = pool.submit(sha256_hex, data)
+        frame = read_csv_strings(
+            data, source_file, what="Adyen settlement details report", required=REQUIRED, only_listed=True
+        )
+        return _parse_frame(frame, name, source_file, checksum.result())
+
+
+def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: str) -> pl.DataFrame:
 
     for column, label in (
         (C_TYPE, "a Type"),
@@ -203,7 +214,7 @@ def parse(data: bytes, source_file: str) -> pl.DataFrame:
         pl.lit(PSP).alias("psp"),
         pl.lit(name).alias("source_file"),
         pl.col(ROW).alias("source_row"),
-        pl.lit(sha256_hex(data)).alias("file_sha256"),
+        pl.lit(file_sha256).alias("file_sha256"),
         pl.concat_str([pl.col(C_MERCHANT), pl.lit(":"), pl.col(C_BATCH)]).alias("batch_id"),
         pl.col(C_MERCHANT).alias("account_id"),
         typ.alias("record_type"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -52,10 +51,13 @@ def read_csv_strings(
     what: str,
     required: Sequence[str],
     used: Iterable[str] = (),
+    only_listed: bool = False,
 ) -> pl.DataFrame:
     """Read a single-header CSV with every column as text, plus a 1-based data-row column :data:`ROW`.
 
     In the ``required`` and ``used`` columns, empty and quoted-empty (``""``) values become null.
+    With ``only_listed``, only the ``required`` and ``used`` columns are materialised (the others are
+    still tokenised, so a ragged row is still refused), which saves most of the read on wide reports.
     Raises :class:`FormatError` for an empty file, bytes that are not UTF-8, unreadable CSV, a missing
     required column, or a header with no data rows.
     """
@@ -69,20 +71,28 @@ def read_csv_strings(
             hint="Check that the transfer completed and ingest the complete file.",
         )
     _refuse_truncated_last_line(data, name, what)
+    columns: list[str] | None = None
+    if only_listed:
+        header = next(csv.reader([first_line(data)]), [])
+        by_name = {h.strip(): h for h in header}
+        if len(by_name) == len(header):  # otherwise let the full read report the duplicate names
+            wanted = dict.fromkeys([*required, *used])
+            columns = [by_name[c] for c in wanted if c in by_name] or None
     try:
-        frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
+        frame = pl.read_csv(data, infer_schema=False, columns=columns)
     except pl.exceptions.PolarsError as exc:
         raise _csv_read_error(data, name, what, exc) from exc
     frame = frame.rename({c: c.strip() for c in frame.columns if c != c.strip()})
     for column in required:
         if column not in frame.columns:
+            found = frame.columns if columns is None else [h.strip() for h in header]
             raise FormatError.at(
                 name,
                 f"the header has no {column!r} column, which the {what} must have",
                 field=column,
                 value=None,
                 hint="Re-export the report with the standard columns "
-                f"(header found: {', '.join(frame.columns)[:300]}).",
+                f"(header found: {', '.join(found)[:300]}).",
             )
     if frame.height == 0:
         raise FormatError.at(
@@ -169,27 +179,46 @@ def currency_exponents(frame: pl.DataFrame, column: str, source_file: str) -> di
     return mapping
 
 
-def _minor_stage_one(field: str) -> list[pl.Expr]:
+#: Fraction digits beyond which ``10**n`` leaves int64; such amounts are exact only when zero.
+_MAX_FRACTION_DIGITS = 18
+
+
+def _minor_parts(field: str) -> list[pl.Expr]:
+    """Stage one: the text without its decimal point as an int64, and the number of fraction digits.
+
+    The integer parse is Polars' strict one (optional sign, ASCII digits), so spaces, exponents,
+    separators and a second point all give null.
+    """
     text = pl.col(field)
-    parts = text.str.strip_chars_start("+-").str.split_exact(".", 1)
+    dot = text.str.find(".", literal=True)
     return [
-        parts.struct.field("field_0").str.strip_chars_start("0").alias(f"__int{field}"),
-        parts.struct.field("field_1").fill_null("").str.strip_chars_end("0").alias(f"__frac{field}"),
-        text.str.contains(DECIMAL_RE).alias(f"__syntax{field}"),
-        text.str.starts_with("-").alias(f"__neg{field}"),
+        text.str.replace(".", "", literal=True, n=1).cast(pl.Int64, strict=False).alias(f"__digits{field}"),
+        pl.when(dot.is_null())
+        .then(pl.lit(0, pl.Int64))
+        # ".-5": the sign would pass the integer parse once the point is gone.
+        .when(text.str.starts_with(".-") | text.str.starts_with(".+"))
+        .then(pl.lit(None, pl.Int64))
+        .otherwise(text.str.len_bytes().cast(pl.Int64) - dot.cast(pl.Int64) - 1)
+        .alias(f"__fraclen{field}"),
     ]
 
 
-def _minor_stage_two(field: str, exp: pl.Expr, out: str) -> pl.Expr:
-    whole, frac = pl.col(f"__int{field}"), pl.col(f"__frac{field}")
-    frac_len = frac.str.len_bytes().cast(pl.Int64)
+def _minor_value(field: str, exp: pl.Expr, out: str) -> pl.Expr:
+    """Stage two: scale to the currency's exponent, exactly (integer arithmetic only, no floats)."""
+    digits, frac_len = pl.col(f"__digits{field}"), pl.col(f"__fraclen{field}")
     exp64 = exp.cast(pl.Int64)
-    ok = pl.col(f"__syntax{field}") & (frac_len <= exp64) & (whole.str.len_bytes() <= _MAX_INT_DIGITS)
     ten = pl.lit(10, pl.Int64)
-    magnitude = whole.cast(pl.Int64, strict=False).fill_null(0) * ten.pow(exp64.clip(0)) + frac.cast(
-        pl.Int64, strict=False
-    ).fill_null(0) * ten.pow((exp64 - frac_len).clip(0))
-    value = pl.when(pl.col(f"__neg{field}")).then(-magnitude).otherwise(magnitude)
+    extra = ten.pow((frac_len - exp64).clip(0, _MAX_FRACTION_DIGITS))
+    ok = ((frac_len <= _MAX_FRACTION_DIGITS) | (digits == 0)) & (
+        digits.abs() // ten.pow(frac_len.clip(0, _MAX_FRACTION_DIGITS)) < ten.pow(_MAX_INT_DIGITS)
+    )
+    value = (
+        pl.when(frac_len <= exp64)
+        .then(digits * ten.pow((exp64 - frac_len).clip(0)))
+        # More fraction digits than the currency has: exact only if the extra ones are zeros (1.230 EUR).
+        .when(digits % extra == 0)
+        .then(digits // extra)
+    )
     return pl.when(ok).then(value).otherwise(pl.lit(None, pl.Int64)).alias(out)
 
 
@@ -199,14 +228,14 @@ def minor_units_many(frame: pl.DataFrame, specs: Sequence[tuple[str, pl.Expr, st
 
     Null when empty or not exact: trailing fraction zeros beyond the exponent are accepted (``1.230`` EUR
     = 123), any other extra digit, a malformed number or more than 14 integer digits gives null (the
-    caller reports it). Integer arithmetic on the split parts, no floats; two stages so that each string
-    operation runs once, every column of a stage in parallel.
+    caller reports it). Two stages so that each string operation runs once, every column of a stage in
+    parallel.
     """
     if not specs:
         return frame
-    frame = frame.with_columns([e for field, _, _ in specs for e in _minor_stage_one(field)])
-    frame = frame.with_columns([_minor_stage_two(field, exp, out) for field, exp, out in specs])
-    return frame.drop([f"__{p}{field}" for field, _, _ in specs for p in ("int", "frac", "syntax", "neg")])
+    frame = frame.with_columns([e for field, _, _ in specs for e in _minor_parts(field)])
+    frame = frame.with_columns([_minor_value(field, exp, out) for field, exp, out in specs])
+    return frame.drop([f"__{p}{field}" for field, _, _ in specs for p in ("digits", "fraclen")])
 
 
 def minor_units(frame: pl.DataFrame, field: str, exp: pl.Expr, out: str) -> pl.DataFrame:

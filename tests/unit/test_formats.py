@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -1340,3 +1341,39 @@ def test_camt_round_trip(
     expected_text = [" | ".join(texts) or None for _, _, _, texts in entries]
     assert [r["remittance_info"] for r in got] == expected_text
     assert all(r["booking_date"] == dt.date(2026, 3, 5) for r in got)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Vectorised amounts agree with the Decimal reference (money.to_minor) on arbitrary text
+# --------------------------------------------------------------------------------------------------------
+
+_AMOUNT_TEXT = st.one_of(
+    st.from_regex(r"\A[+-]?[0-9]{0,16}(\.[0-9]{0,6})?\Z", fullmatch=True),
+    st.from_regex(r"\A[+-]?\.[0-9]{1,4}\Z", fullmatch=True),
+    st.text(alphabet="0123456789.+- e_,", max_size=12),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    texts=st.lists(_AMOUNT_TEXT, min_size=1, max_size=20), ccy=st.sampled_from(["EUR", "JPY", "KWD", "CLF"])
+)
+def test_vectorised_minor_units_equal_decimal_reference(texts: list[str], ccy: str) -> None:
+    from reconciliation_pipeline.formats.common import DECIMAL_RE, minor_units
+    from reconciliation_pipeline.money import MoneyError, exponent, to_minor
+
+    frame = pl.DataFrame({"amount": texts}).with_columns(pl.col("amount").replace("", None))
+    got = minor_units(frame, "amount", pl.lit(exponent(ccy)), "minor").get_column("minor").to_list()
+    for text, value in zip(texts, got, strict=True):
+        expected: int | None
+        if text == "" or not re.match(DECIMAL_RE, text):
+            expected = None
+        else:
+            try:
+                expected = to_minor(text, ccy)
+            except MoneyError:
+                expected = None
+            whole = text.lstrip("+-").split(".")[0].lstrip("0")
+            if len(whole) > 14:
+                expected = None
+        assert value == expected, (text, ccy, value, expected)
