@@ -1,38 +1,105 @@
-"""Dependencies shared by the routers: settings and a database session."""
+"""The API's runtime (settings, one store per environment, limiter, key cache) and its dependencies.
+
+Environments are separate stores: live keys read and write the live outcome store and lake
+(``RECON_DATABASE_URL`` / ``RECON_DATA_DIR``), sandbox keys the sandbox ones
+(``RECON_SANDBOX_DATABASE_URL`` / ``RECON_SANDBOX_DATA_DIR``). Partners and their keys live in the
+live store (the control plane). A sandbox key therefore cannot reach live data by any query.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from functools import lru_cache
-from typing import Annotated
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from reconciliation_pipeline.lake import Lake
 from reconciliation_pipeline.settings import Settings
 from reconciliation_pipeline.store import db
 
+from .ratelimit import RateLimiter, make_limiter
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
-
-
-@lru_cache(maxsize=4)
-def _engine(url: str) -> Engine:
-    engine = db.make_engine(url)
-    db.migrate(engine)
-    return engine
+Environment = Literal["live", "sandbox"]
+ENVIRONMENTS: tuple[Environment, ...] = ("live", "sandbox")
 
 
-def get_engine(settings: Annotated[Settings, Depends(get_settings)]) -> Engine:
-    return _engine(settings.db_url)
+@dataclass
+class Runtime:
+    """Everything a request needs that outlives it."""
+
+    settings: Settings
+    engines: dict[str, Engine]
+    lakes: dict[str, Lake]
+    limiter: RateLimiter
+    key_cache: dict[str, tuple[float, object]] = field(default_factory=dict)
+
+    @property
+    def control(self) -> Engine:
+        """The store holding partners and API keys (the live store)."""
+        return self.engines["live"]
+
+    def engine(self, environment: str) -> Engine:
+        return self.engines[environment]
+
+    def lake(self, environment: str) -> Lake:
+        return self.lakes[environment]
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
 
 
-def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    with db.session_scope(engine) as session:
+def build_runtime(settings: Settings) -> Runtime:
+    """Engines for both environments (migrated to the newest schema), lakes and the rate limiter."""
+    from .observability import instrument_engine
+
+    engines: dict[str, Engine] = {}
+    lakes: dict[str, Lake] = {}
+    for env, url, path in (
+        ("live", settings.db_url, settings.data_path),
+        ("sandbox", settings.sandbox_db_url, settings.sandbox_data_path),
+    ):
+        engine = (
+            db.make_engine(url, pool_size=20, max_overflow=20) if "postgresql" in url else db.make_engine(url)
+        )
+        db.migrate(engine)
+        instrument_engine(engine)
+        engines[env] = engine
+        lake = Lake(path)
+        lake.ensure()
+        lakes[env] = lake
+    return Runtime(settings=settings, engines=engines, lakes=lakes, limiter=make_limiter(settings))
+
+
+_lock = threading.Lock()
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The app's runtime, built on first use from ``app.state.settings``."""
+    state = request.app.state
+    runtime: Runtime | None = getattr(state, "runtime", None)
+    if runtime is None:
+        with _lock:
+            runtime = getattr(state, "runtime", None)
+            if runtime is None:
+                runtime = build_runtime(state.settings)
+                state.runtime = runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session for reads (rolled back at the end: nothing to commit)."""
+    session = Session(engine)
+    try:
         yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
+    finally:
+        session.close()

@@ -1,75 +1,85 @@
-"""``/v1/transactions``: the status of a transaction and its match evidence."""
+"""``/v1/transactions``: the status of a transaction with its match evidence, and a filtered list."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
 
-from reconciliation_pipeline.store import service
-
-from ..deps import SessionDep
+from ..auth import ReadPrincipal
+from ..deps import RuntimeDep, read_session
+from ..openapi import errors
+from ..problems import ProblemError
+from ..queries import list_transactions, transaction_status
+from ..schemas import Status, TransactionPage, TransactionStatus
 
 router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
+IdPath = Annotated[str, Path(min_length=1, max_length=128, description="The operator's transaction id")]
 
 
-class SettlementEvidence(BaseModel):
-    psp: str
-    source_file: str
-    source_row: int
-    amount_minor: int
-    currency: str
-    booking_date: dt.date
-    record_type: str | None = None
+def _not_found(what: str) -> ProblemError:
+    return ProblemError(404, f"no transaction {what} visible to this API key", slug="not-found")
 
 
-class TransactionStatus(BaseModel):
-    transaction_id: str
-    psp: str
-    psp_reference: str | None
-    kind: str
-    amount_minor: int
-    currency: str
-    business_date: dt.date
-    status: str | None
-    match_id: str | None
-    rule_id: str | None
-    exception_category: str | None
-    settlements: list[SettlementEvidence]
+@router.get("", response_model=TransactionPage, responses=errors(400, 403))
+def list_(  # noqa: PLR0917 - FastAPI parameters
+    principal: ReadPrincipal,
+    runtime: RuntimeDep,
+    status: Annotated[Status | None, Query()] = None,
+    kind: Annotated[
+        str | None, Query(pattern="^(deposit|withdrawal|refund|chargeback|chargeback_reversal)$")
+    ] = None,
+    currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$")] = None,
+    psp_reference: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    business_date_from: dt.date | None = None,
+    business_date_to: dt.date | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Any:
+    """Your transactions in `transaction_id` order, filtered; follow `next_cursor` for the next page."""
+    with read_session(runtime.engine(principal.environment)) as session:
+        rows, next_cursor = list_transactions(
+            session,
+            principal,
+            status=status,
+            kind=kind,
+            currency=currency,
+            psp_reference=psp_reference,
+            business_date_from=business_date_from,
+            business_date_to=business_date_to,
+            limit=limit,
+            cursor=cursor,
+        )
+    return {"data": rows, "next_cursor": next_cursor}
 
 
 @router.get(
-    "/{transaction_id}",
-    response_model=TransactionStatus,
-    responses={404: {"description": "Unknown transaction", "content": {"application/problem+json": {}}}},
+    "/by-psp-reference/{psp_reference}", response_model=TransactionStatus, responses=errors(403, 404, 409)
 )
-def get_transaction(transaction_id: str, session: SessionDep) -> TransactionStatus:
-    """The reconciliation status of one booked transaction, with the settlement records it matched."""
-    found = service.get_transaction(session, transaction_id)
-    if found is None or found["transaction"] is None:
-        raise HTTPException(status_code=404, detail=f"no transaction {transaction_id!r}")
-    outcome = found["outcome"] or {}
-    return TransactionStatus(
-        **{
-            name: found["transaction"][name]
-            for name in (
-                "transaction_id",
-                "psp",
-                "psp_reference",
-                "kind",
-                "amount_minor",
-                "currency",
-                "business_date",
-            )
-        },
-        status=outcome.get("status"),
-        match_id=outcome.get("match_id"),
-        rule_id=outcome.get("rule_id"),
-        exception_category=outcome.get("exception_category"),
-        settlements=[
-            SettlementEvidence.model_validate(line)
-            for line in found["settlement_lines"]
-            if line.get("amount_minor") is not None
-        ],
-    )
+def by_psp_reference(
+    psp_reference: Annotated[str, Path(min_length=1, max_length=128)],
+    principal: ReadPrincipal,
+    runtime: RuntimeDep,
+) -> Any:
+    """The status of your transaction with this PSP reference (409 when several carry it)."""
+    with read_session(runtime.engine(principal.environment)) as session:
+        found = transaction_status(session, principal, psp_reference=psp_reference)
+    if found is None:
+        raise _not_found(f"with PSP reference {psp_reference!r}")
+    return found
+
+
+@router.get("/{transaction_id}", response_model=TransactionStatus, responses=errors(403, 404))
+async def get_transaction(transaction_id: IdPath, principal: ReadPrincipal, runtime: RuntimeDep) -> Any:
+    """The reconciliation status of one of your transactions, with the settlement records it matched."""
+    found = await run_in_threadpool(_status, runtime, principal, transaction_id)
+    if found is None:
+        raise _not_found(repr(transaction_id))
+    return found
+
+
+def _status(runtime: Any, principal: Any, transaction_id: str) -> dict[str, Any] | None:
+    with read_session(runtime.engine(principal.environment)) as session:
+        return transaction_status(session, principal, transaction_id=transaction_id)

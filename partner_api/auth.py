@@ -1,0 +1,207 @@
+"""API keys: issued once, stored as SHA-256, checked in constant time; scopes; per-key rate limits.
+
+A key reads ``rk_<environment>_<key id>_<secret>`` (``rk_live_3f9c0a1b2c3d4e5f_...``): the key id
+finds the stored record, the SHA-256 of the whole key is compared with ``hmac.compare_digest``.
+The secret is 256 random bits (``secrets.token_urlsafe(32)``), so a plain SHA-256 is enough (no
+password hashing needed for a key nobody chose). Verified keys are cached in-process for
+``RECON_API_KEY_CACHE_S`` seconds (default 5): a revoked key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry import trace
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from reconciliation_pipeline.store.models import ApiKey, Partner
+
+from .deps import Runtime, RuntimeDep
+from .problems import ProblemError
+
+SCOPES = ("read", "disputes", "upload", "operator")
+KEY_RE = re.compile(r"^rk_(live|sandbox)_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})$")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="`Authorization: Bearer rk_<live|sandbox>_<key id>_<secret>` (from `recon partners add`)",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The partner and key a request was authenticated as."""
+
+    partner_id: str
+    name: str
+    psp: str | None
+    brand: str | None
+    key_id: str
+    environment: str
+    scopes: frozenset[str]
+    rate_per_s: float | None
+    burst: int | None
+
+    @property
+    def actor(self) -> str:
+        return f"partner:{self.partner_id}"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key(environment: str) -> tuple[str, str]:
+    """``(key_id, full key)`` for a fresh key of ``environment``."""
+    if environment not in ("live", "sandbox"):
+        raise ValueError(f"environment must be live or sandbox, not {environment!r}")
+    key_id = secrets.token_hex(8)
+    return key_id, f"rk_{environment}_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    scopes = frozenset(s.strip() for s in text.split(",") if s.strip())
+    unknown = sorted(scopes - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; scopes are {', '.join(SCOPES)}")
+    if not scopes:
+        raise ValueError(f"give at least one scope of {', '.join(SCOPES)}")
+    return scopes
+
+
+def load_key(session: Session, key_id: str) -> tuple[str, Principal] | None:
+    """``(stored sha256, principal)`` of an active key of an active partner, or ``None``."""
+    row = session.execute(
+        select(ApiKey, Partner)
+        .join(Partner, Partner.partner_id == ApiKey.partner_id)
+        .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None), Partner.active.is_(True))
+    ).first()
+    if row is None:
+        return None
+    key, partner = row
+    return key.secret_sha256, Principal(
+        partner_id=partner.partner_id,
+        name=partner.name,
+        psp=partner.psp,
+        brand=partner.brand,
+        key_id=key.key_id,
+        environment=key.environment,
+        scopes=frozenset(key.scopes.split(",")),
+        rate_per_s=key.rate_per_s,
+        burst=key.burst,
+    )
+
+
+def _lookup(runtime: Runtime, key_id: str) -> tuple[str, Principal] | None:
+    with Session(runtime.control) as session:
+        return load_key(session, key_id)
+
+
+_UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="recon"'}
+
+
+async def authenticate(runtime: Runtime, token: str) -> Principal:
+    """The principal of ``token``; raises a 401 problem for anything else."""
+    match = KEY_RE.match(token)
+    if match is None:
+        raise ProblemError(401, "the API key is malformed", slug="invalid-api-key", headers=_UNAUTHORIZED)
+    key_id = match.group(2)
+    presented = hash_key(token)
+    now = time.monotonic()
+    cached = runtime.key_cache.get(key_id)
+    found: tuple[str, Principal] | None
+    if cached is not None and cached[0] > now:
+        found = cached[1]  # type: ignore[assignment]
+    else:
+        found = await run_in_threadpool(_lookup, runtime, key_id)
+        if found is not None and runtime.settings.api_key_cache_s > 0:
+            runtime.key_cache[key_id] = (now + runtime.settings.api_key_cache_s, found)
+    if found is None or not hmac.compare_digest(found[0], presented):
+        raise ProblemError(
+            401, "the API key is unknown or revoked", slug="invalid-api-key", headers=_UNAUTHORIZED
+        )
+    principal = found[1]
+    if principal.environment != match.group(1):
+        raise ProblemError(
+            401, "the API key is unknown or revoked", slug="invalid-api-key", headers=_UNAUTHORIZED
+        )
+    return principal
+
+
+async def get_principal(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """Authenticate the request, then take a token from the key's bucket (429 when empty)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ProblemError(
+            401,
+            "send the API key as `Authorization: Bearer <key>`",
+            slug="missing-api-key",
+            headers=_UNAUTHORIZED,
+        )
+    principal = await authenticate(runtime, credentials.credentials)
+    request.state.principal = principal
+    span = trace.get_current_span()
+    span.set_attribute("recon.partner_id", principal.partner_id)
+    span.set_attribute("recon.api_key_id", principal.key_id)
+    span.set_attribute("recon.environment", principal.environment)
+    settings = runtime.settings
+    decision = await runtime.limiter.hit(
+        principal.key_id,
+        rate=principal.rate_per_s or settings.api_rate_per_s,
+        burst=principal.burst or settings.api_burst,
+    )
+    if not decision.allowed:
+        from .observability import RATE_LIMITED
+
+        RATE_LIMITED.labels(environment=principal.environment).inc()
+        raise ProblemError(
+            429,
+            f"rate limit of key {principal.key_id} exceeded; retry after {decision.retry_after_header} s",
+            slug="rate-limited",
+            headers={"Retry-After": decision.retry_after_header},
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(scope: str):  # type: ignore[no-untyped-def]
+    """A dependency: the principal, if its key has ``scope`` (else 403)."""
+    if scope not in SCOPES:
+        raise ValueError(scope)
+
+    async def _check(principal: PrincipalDep) -> Principal:
+        if scope not in principal.scopes:
+            raise ProblemError(
+                403,
+                f"this API key lacks the {scope!r} scope (it has {', '.join(sorted(principal.scopes))})",
+                slug="missing-scope",
+            )
+        return principal
+
+    return Depends(_check)
+
+
+ReadPrincipal = Annotated[Principal, require("read")]
+DisputesPrincipal = Annotated[Principal, require("disputes")]
+UploadPrincipal = Annotated[Principal, require("upload")]
+OperatorPrincipal = Annotated[Principal, require("operator")]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

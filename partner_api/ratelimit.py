@@ -1,0 +1,130 @@
+"""Per-key token buckets: on Redis (one atomic Lua script) or in-process when no Redis is configured.
+
+A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a second; each request takes
+one. An empty bucket answers ``429`` with ``Retry-After`` (whole seconds until a token is back).
+
+The Redis script reads the clock with ``TIME`` on the server, so every API process shares one clock
+and one bucket per key; it is atomic (Redis runs a script alone). Should Redis fail, the limiter falls
+back to the in-process bucket for that request and logs it (the API stays up, each process limits
+on its own until Redis is back).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from reconciliation_pipeline.settings import Settings
+
+log = logging.getLogger("partner_api.ratelimit")
+
+#: KEYS[1] bucket; ARGV rate (tokens/s), burst, cost. Returns {allowed, tokens, retry_after_s}.
+TOKEN_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local data = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(data[1])
+local ts = tonumber(data[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local retry = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  retry = (cost - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(tokens), tostring(retry)}
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    remaining: float
+    retry_after_s: float
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after_s)))
+
+
+class RateLimiter(Protocol):
+    backend: str
+
+    async def hit(self, key: str, *, rate: float, burst: int) -> Decision: ...
+
+    async def ping(self) -> bool: ...
+
+
+class InProcessLimiter:
+    """Token buckets in this process's memory (the embedded default)."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, *, rate: float, burst: int, now: float | None = None) -> Decision:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, ts = self._buckets.get(key, (float(burst), now))
+            tokens = min(float(burst), tokens + max(0.0, now - ts) * rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return Decision(True, tokens - 1.0, 0.0)
+            self._buckets[key] = (tokens, now)
+            return Decision(False, tokens, (1.0 - tokens) / rate)
+
+    async def hit(self, key: str, *, rate: float, burst: int) -> Decision:
+        return self.take(key, rate=rate, burst=burst)
+
+    async def ping(self) -> bool:
+        return True
+
+
+class RedisLimiter:
+    """Token buckets on Redis, shared by every API process."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "recon:ratelimit:") -> None:
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.prefix = prefix
+        self._client: Any = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script: Any = self._client.register_script(TOKEN_BUCKET_LUA)
+        self._fallback = InProcessLimiter()
+
+    async def hit(self, key: str, *, rate: float, burst: int) -> Decision:
+        try:
+            allowed, tokens, retry = await self._script(keys=[self.prefix + key], args=[rate, burst, 1])
+        except Exception as exc:  # Redis down or slow: limit in-process rather than fail the request
+            log.warning("rate limiter: Redis unavailable (%s); limiting in-process", exc)
+            return self._fallback.take(key, rate=rate, burst=burst)
+        return Decision(bool(int(allowed)), float(tokens), float(retry))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except Exception:
+            return False
+
+
+def make_limiter(settings: Settings) -> RateLimiter:
+    """Redis when ``RECON_REDIS_URL`` is set, else in-process."""
+    if settings.redis_url:
+        return RedisLimiter(settings.redis_url)
+    return InProcessLimiter()
