@@ -15,6 +15,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from partner_api.cli import app as partners_app
+
 from .settings import Settings, dagster_home
 
 app = typer.Typer(
@@ -26,6 +28,7 @@ outcomes_app = typer.Typer(help="The outcome export.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(audit_app, name="audit")
+app.add_typer(partners_app, name="partners")  # partner_api/cli.py
 
 console = Console()
 err = Console(stderr=True)
