@@ -175,15 +175,21 @@ def ingest_file(
     chain: dict[str, object] | None = None,
 ) -> IngestOutcome:
     """``recon ingest``: copy a settlement file into landing after checking it whole."""
-    return accept_bytes(
-        path.read_bytes(),
-        name=path.name,
-        psp=psp,
-        lake=lake,
-        engine=engine,
-        actor=actor,
-        chain=chain or {"command": "recon ingest"},
-    )
+    from . import metrics
+    from .telemetry import step_span
+
+    with step_span("ingest", {"psp": psp, "file": path.name}, metrics_dir=lake.root / "metrics"):
+        outcome = accept_bytes(
+            path.read_bytes(),
+            name=path.name,
+            psp=psp,
+            lake=lake,
+            engine=engine,
+            actor=actor,
+            chain=chain or {"command": "recon ingest"},
+        )
+        metrics.record_ingest(psp=psp, status=outcome.status)
+        return outcome
 
 
 def landed_files(lake: Lake) -> list[tuple[str, Path]]:

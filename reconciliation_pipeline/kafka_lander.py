@@ -38,9 +38,11 @@ from typing import Any
 import polars as pl
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from . import metrics
 from .frames import LANDED_SCHEMA, conform
 from .lake import Lake, atomic_write_bytes, atomic_write_parquet
 from .landing import validate_batch, with_business_date
+from .telemetry import step_span
 
 try:  # POSIX only; elsewhere merges of one partition are not serialised across processes.
     import fcntl
@@ -344,6 +346,12 @@ class _Lander:
                     path = dead_letter_path(self.lake, topic, partition, start)
                     merge_dead_letters(path, items)
                     self.stats.files.add(path)
+        metrics.record_landing(
+            source="kafka",
+            landed=frame.height,
+            dead_lettered=len(rejected),
+            oldest_occurred_at=frame["occurred_at"].min() if frame.height else None,  # type: ignore[arg-type]
+        )
         self.stats.landed += frame.height
         self.stats.dead_lettered += len(rejected)
         self.stats.flushes += 1
@@ -379,7 +387,10 @@ class _Lander:
     def flush_and_commit(self) -> bool:
         """Write what is pending, then (only then) commit its offsets. True when all is committed."""
         if len(self.pending):
-            self._write()
+            with step_span(
+                "land_kafka", {"events": len(self.pending)}, metrics_dir=self.lake.root / "metrics"
+            ):
+                self._write()
             self.uncommitted.update(self.pending.next_offsets)
             self.pending = _Pending()
         elif self.pending.next_offsets:  # nothing to write (cannot happen today), still commit

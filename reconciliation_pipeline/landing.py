@@ -336,6 +336,14 @@ def land_jsonl(path: Path, *, lake: Lake, tz: str | ZoneInfo) -> LandResult:
 
     File names carry the source's checksum, so landing the same file twice rewrites the same files.
     """
+    from . import metrics
+    from .telemetry import step_span
+
     tz_name = tz.key if isinstance(tz, ZoneInfo) else tz
-    stem = f"jsonl-{path.stem}-{sha256_file(path)[:16]}"
-    return land_lines(_numbered_lines(path), source=path.name, lake=lake, tz=tz_name, stem=stem)
+    with step_span("land_file", {"source": path.name}, metrics_dir=lake.root / "metrics"):
+        stem = f"jsonl-{path.stem}-{sha256_file(path)[:16]}"
+        result = land_lines(_numbered_lines(path), source=path.name, lake=lake, tz=tz_name, stem=stem)
+        metrics.record_landing(
+            source="file", landed=result.landed, dead_lettered=result.quarantined, oldest_occurred_at=None
+        )
+        return result

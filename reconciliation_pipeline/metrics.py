@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import polars as pl
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -89,10 +90,21 @@ PIPELINE_METRICS = _defs(
         "recon_landing_lag_seconds",
         "Landing lag of the last flush: time from an event's occurred_at to its file being durable, "
         "for the oldest event of the flush",
+        ("source",),
     ),
-    MetricDef("recon_landing_events", "Events in the last landing flush, per result", ("result",)),
-    MetricDef("recon_landing_last_flush_timestamp_seconds", "Unix time landed files were last made durable"),
-    MetricDef("recon_ingest_files", "Files the last ingest received, per status", ("psp", "status")),
+    MetricDef(
+        "recon_landing_events",
+        "Events in the last landing flush, per source and result",
+        ("source", "result"),
+    ),
+    MetricDef(
+        "recon_landing_last_flush_timestamp_seconds",
+        "Unix time landed files were last made durable",
+        ("source",),
+    ),
+    MetricDef(
+        "recon_ingest_files", "Files received by this ingest process, per PSP and status", ("psp", "status")
+    ),
 )
 
 STORE_METRICS = _defs(
@@ -150,6 +162,52 @@ def record_step(step: str, seconds: float, *, ok: bool) -> None:
         else ("recon_pipeline_step_last_failure_timestamp_seconds")
     )
     set_value(step, name, time.time(), {"step": step})
+
+
+def record_reconciled(outcomes: pl.DataFrame) -> None:
+    """Records the last reconciliation decided, per record kind and status (step ``reconcile``)."""
+    for record, status, n in outcomes.group_by("record", "status").len().iter_rows():
+        set_value("reconcile", "recon_pipeline_records_reconciled", n, {"record": record, "status": status})
+
+
+def record_published(applied: object) -> None:
+    """What the last publish wrote (an ``ApplyResult``: inserted, changed, ... per action)."""
+    for action in (
+        "inserted",
+        "changed",
+        "unchanged",
+        "skipped_older",
+        "exceptions_opened",
+        "exceptions_resolved",
+    ):
+        set_value("publish", "recon_pipeline_records_published", getattr(applied, action), {"action": action})
+
+
+def record_accuracy(ratio: float) -> None:
+    set_value("accuracy", "recon_pipeline_accuracy_ratio", ratio)
+
+
+def record_landing(
+    *, source: str, landed: int, dead_lettered: int, oldest_occurred_at: dt.datetime | None
+) -> None:
+    """One landing flush (step ``land_<source>``; source ``kafka`` or ``file``): events landed and
+    dead-lettered, the lag of its oldest event, the time it became durable. A replayed file's lag is
+    only its age, so file landings record none."""
+    step = f"land_{source}"
+    now = time.time()
+    set_value(step, "recon_landing_events", landed, {"source": source, "result": "landed"})
+    set_value(step, "recon_landing_events", dead_lettered, {"source": source, "result": "dead_lettered"})
+    set_value(step, "recon_landing_last_flush_timestamp_seconds", now, {"source": source})
+    if oldest_occurred_at is not None:
+        at = oldest_occurred_at if oldest_occurred_at.tzinfo else oldest_occurred_at.replace(tzinfo=dt.UTC)
+        set_value(step, "recon_landing_lag_seconds", max(now - at.timestamp(), 0.0), {"source": source})
+
+
+def record_ingest(*, psp: str, status: str) -> None:
+    """One file received by ``recon ingest`` (step ``ingest``): counted per PSP and status."""
+    with _lock:
+        values = _samples["ingest"]["recon_ingest_files"]
+        values[(psp, status)] = values.get((psp, status), 0.0) + 1
 
 
 def step_registry(step: str) -> CollectorRegistry:
@@ -267,6 +325,11 @@ __all__ = [
     "age_bucket",
     "export_step",
     "metric_names",
+    "record_accuracy",
+    "record_ingest",
+    "record_landing",
+    "record_published",
+    "record_reconciled",
     "record_step",
     "reset",
     "set_value",

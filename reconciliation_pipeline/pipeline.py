@@ -13,12 +13,14 @@ import duckdb
 import polars as pl
 from sqlalchemy.engine import Engine
 
+from . import metrics
 from .frames import LANDED_SCHEMA, LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform, empty
 from .ingest import parsed_lines
 from .lake import Lake, atomic_write, atomic_write_parquet
 from .matching import ReconResult, reconcile
 from .settings import Settings
 from .store import db, service
+from .telemetry import current_ids, step_span
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 PART = "part-0.parquet"
@@ -83,31 +85,33 @@ def run_reconciliation(lake: Lake, day: dt.date, settings: Settings) -> ReconRes
     Reads the sources (landed events, parsed settlement files) rather than other partitions' outputs,
     so the result is a function of what has landed and of ``day`` alone: dates can run in any order.
     """
-    first = day - dt.timedelta(days=settings.lookback_days)
-    days = [first + dt.timedelta(days=n) for n in range((day - first).days + 1)]
-    parts = [read_ledger(lake, d, settings.business_tz).frame for d in days]
-    ledger = (
-        pl.concat(parts)
-        .sort("occurred_at", "transaction_id")
-        .unique("transaction_id", keep="first", maintain_order=True)
-    )
-    scan = parsed_lines(lake)
-    lines = (
-        scan.filter(pl.col("booking_date").is_between(first, day)).collect()
-        if scan is not None
-        else empty(SETTLEMENT_LINE_SCHEMA)
-    )
-    result = reconcile(
-        conform(ledger, LEDGER_SCHEMA),
-        conform(lines, SETTLEMENT_LINE_SCHEMA),
-        as_of=day,
-        lag_days=settings.settlement_lag_days,
-        fx_tolerance_minor=settings.fx_tolerance_minor,
-        rules=settings.rules,
-    )
-    atomic_write_parquet(lake.lake_table("outcomes", day) / PART, result.outcomes)
-    atomic_write_parquet(lake.lake_table("evidence", day) / PART, result.evidence)
-    return result
+    with step_span("reconcile", {"business_date": day}, metrics_dir=lake.root / "metrics"):
+        first = day - dt.timedelta(days=settings.lookback_days)
+        days = [first + dt.timedelta(days=n) for n in range((day - first).days + 1)]
+        parts = [read_ledger(lake, d, settings.business_tz).frame for d in days]
+        ledger = (
+            pl.concat(parts)
+            .sort("occurred_at", "transaction_id")
+            .unique("transaction_id", keep="first", maintain_order=True)
+        )
+        scan = parsed_lines(lake)
+        lines = (
+            scan.filter(pl.col("booking_date").is_between(first, day)).collect()
+            if scan is not None
+            else empty(SETTLEMENT_LINE_SCHEMA)
+        )
+        result = reconcile(
+            conform(ledger, LEDGER_SCHEMA),
+            conform(lines, SETTLEMENT_LINE_SCHEMA),
+            as_of=day,
+            lag_days=settings.settlement_lag_days,
+            fx_tolerance_minor=settings.fx_tolerance_minor,
+            rules=settings.rules,
+        )
+        atomic_write_parquet(lake.lake_table("outcomes", day) / PART, result.outcomes)
+        atomic_write_parquet(lake.lake_table("evidence", day) / PART, result.evidence)
+        metrics.record_reconciled(result.outcomes)
+        return result
 
 
 def publish_outcomes(
@@ -120,14 +124,22 @@ def publish_outcomes(
     lines = _read_table(lake, "settlement_lines", day)
     if outcomes is None:
         raise FileNotFoundError(f"no reconciliation output for {day}: materialise `reconciliation` first")
-    with db.session_scope(engine) as session:
+    with (
+        step_span("publish", {"business_date": day}, metrics_dir=lake.root / "metrics"),
+        db.session_scope(engine) as session,
+    ):
+        # audit events carry the payment's trace id; batch events (and records of no known payment)
+        # the trace id of this publish span
+        run_trace, _ = current_ids()
         if ledger is not None and ledger.height:
-            service.upsert_transactions(session, ledger, chain=chain, actor=actor)
+            service.upsert_transactions(session, ledger, chain=chain, actor=actor, trace_id=run_trace)
         if lines is not None and lines.height:
-            service.upsert_settlement_lines(session, lines, chain=chain, actor=actor)
-        return service.apply_outcomes(
-            session, outcomes, as_of=day, chain=chain, actor=actor, evidence=evidence
+            service.upsert_settlement_lines(session, lines, chain=chain, actor=actor, trace_id=run_trace)
+        applied = service.apply_outcomes(
+            session, outcomes, as_of=day, chain=chain, actor=actor, evidence=evidence, trace_id=run_trace
         )
+        metrics.record_published(applied)
+        return applied
 
 
 def build_daily_report(lake: Lake, day: dt.date) -> dict[str, Path]:

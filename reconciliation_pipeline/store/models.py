@@ -191,6 +191,9 @@ class Outcome(Base):
     as_of_date: Mapped[dt.date] = mapped_column(Date)
     run_id: Mapped[str | None] = mapped_column(String(128))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The payment's W3C trace id: the ledger record's own, or that of the ledger record a settlement
+    # record matched (migration 0004, observability).
+    trace_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class ExceptionItem(Base):

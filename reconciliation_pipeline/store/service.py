@@ -335,6 +335,7 @@ _PREV_SCHEMA: dict[str, pl.DataType] = {
     "exception_category_prev": pl.String(),
     "transaction_id_prev": pl.String(),
     "as_of_date_prev": pl.Date(),
+    "trace_id_prev": pl.String(),
     "_stored": pl.Boolean(),
 }
 
@@ -363,7 +364,42 @@ def _keyed_outcomes(outcomes: pl.DataFrame) -> pl.DataFrame:
     if dupes.height:
         sample = dupes["record_key"].unique().sort().head(5).to_list()
         raise ValueError(f"apply_outcomes: {dupes.height} rows share a record key, e.g. {sample}")
-    return df
+    given = outcomes["trace_id"].cast(pl.String) if "trace_id" in outcomes.columns else None
+    return df.with_columns(trace_id=given if given is not None else pl.lit(None, pl.String))
+
+
+def _trace_by_group(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows without a trace id take that of their match group's ledger records (the smallest
+    transaction id with one): a settlement record gets the trace of the payment it matched."""
+    by_group = (
+        frame.filter(pl.col("match_id").is_not_null() & pl.col("trace_id").is_not_null())
+        .sort("transaction_id", nulls_last=True)
+        .group_by("match_id")
+        .agg(pl.col("trace_id").first().alias("_group_trace"))
+    )
+    return (
+        frame.join(by_group, on="match_id", how="left")
+        .with_columns(pl.col("trace_id").fill_null(pl.col("_group_trace")))
+        .drop("_group_trace")
+    )
+
+
+def _fill_trace_ids(session: Session, df: pl.DataFrame) -> pl.DataFrame:
+    """Trace ids missing from the outcomes given, from the stored ledger records, then match groups."""
+    wanted = df.filter(pl.col("trace_id").is_null() & pl.col("transaction_id").is_not_null())
+    if wanted.height:
+        t = _table(Transaction).c
+        ids = wanted["transaction_id"].unique().to_list()
+        found = {
+            r[0]: r[1] for r in _load_by_keys(session, t.transaction_id, [t.transaction_id, t.trace_id], ids)
+        }
+        if found:
+            df = df.with_columns(
+                pl.col("trace_id").fill_null(
+                    pl.col("transaction_id").replace_strict(found, default=None, return_dtype=pl.String)
+                )
+            )
+    return _trace_by_group(df)
 
 
 def _stored_outcomes(session: Session, keys: Sequence[str]) -> pl.DataFrame:
@@ -371,7 +407,16 @@ def _stored_outcomes(session: Session, keys: Sequence[str]) -> pl.DataFrame:
     rows = _load_by_keys(
         session,
         o.record_key,
-        [o.record_key, o.status, o.match_id, o.rule_id, o.exception_category, o.transaction_id, o.as_of_date],
+        [
+            o.record_key,
+            o.status,
+            o.match_id,
+            o.rule_id,
+            o.exception_category,
+            o.transaction_id,
+            o.as_of_date,
+            o.trace_id,
+        ],
         keys,
     )
     return (
@@ -440,6 +485,7 @@ def apply_outcomes(
     now = _now()
 
     lock_chain(session)
+    df = _fill_trace_ids(session, df)
     stored = _stored_outcomes(session, df["record_key"].to_list())
     joined = df.join(stored, on="record_key", how="left").with_columns(pl.col("_stored").fill_null(False))
     same = pl.lit(True)
@@ -456,6 +502,17 @@ def apply_outcomes(
     )
     counts = dict(joined.group_by("_action").len().iter_rows())
     written = joined.filter(pl.col("_action").is_in(["insert", "change"]))
+    # A trace id learnt later (the ledger record was stored after the outcome) is filled in; it is an
+    # attribute of the payment, not a reconciliation state, so no audit event.
+    late_traces = joined.filter(
+        pl.col("_action").is_in(["unchanged", "older"])
+        & pl.col("trace_id_prev").is_null()
+        & pl.col("trace_id").is_not_null()
+    )
+    if late_traces.height:
+        bulk_update(
+            session, _table(Outcome), "record_key", late_traces.select("record_key", "trace_id").to_dicts()
+        )
 
     # match groups first (outcomes reference them)
     groups = (
@@ -479,6 +536,7 @@ def apply_outcomes(
         "source_row",
         *STATE_COLUMNS,
         "business_date",
+        "trace_id",
     ]
     inserts = written.filter(pl.col("_action") == "insert")
     if inserts.height:
@@ -494,7 +552,7 @@ def apply_outcomes(
             session,
             _table(Outcome),
             "record_key",
-            changes.select("record_key", *STATE_COLUMNS).to_dicts(),
+            changes.select("record_key", *STATE_COLUMNS, "trace_id").to_dicts(),
             constants={"as_of_date": as_of, "run_id": run_id, "updated_at": now},
         )
 
@@ -508,6 +566,7 @@ def apply_outcomes(
         *STATE_COLUMNS,
         *(f"{c}_prev" for c in STATE_COLUMNS),
         pl.col("as_of_date_prev").cast(pl.String),
+        "trace_id",
     ).iter_rows(named=True):
         changed = row["_action"] == "change"
         previous = {**_state(row, "_prev"), "as_of_date": row["as_of_date_prev"]} if changed else None
@@ -520,7 +579,7 @@ def apply_outcomes(
                 inputs={"previous": previous, "as_of": as_of_s},
                 chain=chain_n,
                 outcome={**_state(row), "business_date": row["business_date"]},
-                trace_id=trace_id,
+                trace_id=row["trace_id"] or trace_id,
                 occurred_at=now,
             )
         )
@@ -580,8 +639,10 @@ def _sync_exceptions(
 
     # resolve
     to_resolve = []
-    for key, status, category in (
-        flagged.filter(pl.col("_leave")).select("record_key", "status", "exception_category").iter_rows()
+    for key, status, category, row_trace in (
+        flagged.filter(pl.col("_leave"))
+        .select("record_key", "status", "exception_category", "trace_id")
+        .iter_rows()
     ):
         if key not in open_rows:
             continue
@@ -611,7 +672,7 @@ def _sync_exceptions(
                     "resolution_note": note,
                     "status": status,
                 },
-                trace_id=trace_id,
+                trace_id=row_trace or trace_id,
                 occurred_at=now,
             )
         )
@@ -626,6 +687,7 @@ def _sync_exceptions(
             {"record_key": k, "category": c, "state": "open", "opened_as_of": as_of, "evidence": ev.get(k)}
             for k, c in entering.select("record_key", "exception_category").iter_rows()
         ]
+        entering_traces = dict(entering.select("record_key", "trace_id").iter_rows())
         for r in new_rows:
             if r["category"] is None:
                 r["category"] = "uncategorised"
@@ -651,7 +713,7 @@ def _sync_exceptions(
                         "state": "open",
                         "category": r["category"],
                     },
-                    trace_id=trace_id,
+                    trace_id=entering_traces.get(r["record_key"]) or trace_id,
                     occurred_at=now,
                 )
             )
