@@ -1,23 +1,54 @@
 """Daily-partitioned assets, one business date per partition, from landed data to reports.
 
-Each asset is a thin shell over :mod:`reconciliation_pipeline.pipeline`; checks that guard publication
-are declared with the asset (``check_specs``) and are blocking: a failure stops downstream assets.
+Each asset is a thin shell over :mod:`reconciliation_pipeline.pipeline` (and
+:mod:`reconciliation_pipeline.exception_queue`); checks that guard publication are declared with the
+asset (``check_specs``, evaluated in :mod:`.checks`) and are blocking: a failure stops downstream assets.
 """
 
 import datetime as dt
 from typing import Any
 
 import dagster as dg
-import pandera.errors
 import polars as pl
+import sqlalchemy.exc
 
-from .. import pipeline
+from .. import exception_queue, pipeline
 from ..frames import LedgerModel, OutcomeModel, SettlementLineModel
 from ..ingest import register_landed
+from ..lake import atomic_write_parquet
 from ..matching import RULES
 from ..matching.accuracy import measure, read_truth
+from ..store import audit, db
+from .checks import (
+    ACCURACY_CHECK,
+    COMPLETENESS_CHECK,
+    EXCEPTIONS_SUITE,
+    EXCEPTIONS_SUITE_CHECK,
+    LEDGER_SCHEMA_CHECK,
+    OUTCOME_SCHEMA_CHECK,
+    OUTCOMES_SUITE,
+    OUTCOMES_SUITE_CHECK,
+    SETTLEMENT_SCHEMA_CHECK,
+    STORE_TOTALS_CHECK,
+    md_table,
+    schema_check,
+    store_totals_check,
+    suite_check,
+)
 from .partitions import business_date_partitions
 from .resources import ReconResource
+
+__all__ = [
+    "ACCURACY_CHECK",
+    "ASSETS",
+    "COMPLETENESS_CHECK",
+    "EXCEPTIONS_SUITE_CHECK",
+    "LEDGER_SCHEMA_CHECK",
+    "OUTCOMES_SUITE_CHECK",
+    "OUTCOME_SCHEMA_CHECK",
+    "SETTLEMENT_SCHEMA_CHECK",
+    "STORE_TOTALS_CHECK",
+]
 
 GROUP = "reconciliation"
 #: Writes to the outcome store run one at a time across all runs (the audit chain is one line anyway).
@@ -27,12 +58,14 @@ STORE_POOL = "recon_store"
 TRANSIENT_RETRY = dg.RetryPolicy(
     max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-
-LEDGER_SCHEMA_CHECK = "ledger_schema"
-SETTLEMENT_SCHEMA_CHECK = "settlement_lines_schema"
-COMPLETENESS_CHECK = "every_record_has_one_outcome"
-OUTCOME_SCHEMA_CHECK = "outcome_schema"
-ACCURACY_CHECK = "accuracy_vs_ground_truth"
+#: Errors worth retrying: the connection or the file system, not the statement or the data.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    sqlalchemy.exc.DisconnectionError,
+    OSError,
+)
 
 
 def _day(context: dg.AssetExecutionContext) -> dt.date:
@@ -42,30 +75,17 @@ def _day(context: dg.AssetExecutionContext) -> dt.date:
 def _chain(
     context: dg.AssetExecutionContext, recon: ReconResource, rules: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    return {
+    chain: dict[str, Any] = {
         "run_id": context.run.run_id,
         "asset": context.asset_key.to_user_string(),
         "partition": context.partition_key,
         "code_version": recon.settings.code_version,
         "rule_ids": list(rules),
     }
-
-
-def _schema_check(name: str, model: Any, frame: pl.DataFrame) -> dg.AssetCheckResult:
-    try:
-        model.validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases.head(20)
-        return dg.AssetCheckResult(
-            check_name=name,
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "failures": len(exc.failure_cases),
-                "failure_cases": dg.MetadataValue.md(cases.to_pandas().to_markdown(index=False)),
-            },
-        )
-    return dg.AssetCheckResult(check_name=name, passed=True, metadata={"rows": frame.height})
+    if context.run.parent_run_id:  # a re-execution: say which run it continues
+        chain["parent_run_id"] = context.run.parent_run_id
+        chain["root_run_id"] = context.run.root_run_id
+    return chain
 
 
 def _status_table(frame: pl.DataFrame) -> dg.MetadataValue:
@@ -73,6 +93,25 @@ def _status_table(frame: pl.DataFrame) -> dg.MetadataValue:
     lines = ["| record | status | records |", "| --- | --- | ---: |"]
     lines += [f"| {r} | {s} | {n} |" for r, s, n in counts.iter_rows()]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def _by_category(outcomes: pl.DataFrame) -> dict[str, int]:
+    counts = (
+        outcomes.filter(pl.col("status") == "exception")
+        .group_by("exception_category")
+        .len()
+        .sort("exception_category")
+    )
+    return {str(c): int(n) for c, n in counts.iter_rows()}
+
+
+def _read(recon: ReconResource, table: str, day: dt.date) -> pl.DataFrame | None:
+    path = recon.lake.lake_table(table, day) / pipeline.PART
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def _path(recon: ReconResource, table: str, day: dt.date) -> dg.MetadataValue:
+    return dg.MetadataValue.path(str(recon.lake.lake_table(table, day) / pipeline.PART))
 
 
 @dg.asset(
@@ -91,16 +130,26 @@ def _status_table(frame: pl.DataFrame) -> dg.MetadataValue:
 def landed_transactions(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Operator transactions of one business date: landed Kafka events de-duplicated by `event_id`,
     with their business date, in `lake/transactions/date=YYYY-MM-DD/`."""
-    built = pipeline.build_ledger(recon.lake, _day(context), recon.settings.business_tz)
+    day = _day(context)
+    built = pipeline.build_ledger(recon.lake, day, recon.settings.business_tz)
+    frame = built.frame
+    by_ccy = frame.group_by("psp", "kind", "currency").agg(
+        records=pl.len(), amount_minor=pl.col("amount_minor").sum()
+    )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": built.frame.height,
+            "dagster/row_count": frame.height,
+            "path": _path(recon, "transactions", day),
             "landed_files": built.landed_files,
             "events_read": built.events_read,
             "duplicate_events_dropped": built.duplicate_events,
             "duplicate_transaction_ids_dropped": built.duplicate_transaction_ids,
+            "by_psp_kind_currency": md_table(by_ccy.sort("psp", "kind", "currency"), 50),
+            "preview": md_table(
+                frame.select("transaction_id", "psp", "kind", "amount_minor", "currency"), 10
+            ),
         },
-        check_results=[_schema_check(LEDGER_SCHEMA_CHECK, LedgerModel, built.frame)],
+        check_results=[schema_check(LEDGER_SCHEMA_CHECK, LedgerModel, frame)],
     )
 
 
@@ -120,28 +169,80 @@ def landed_transactions(context: dg.AssetExecutionContext, recon: ReconResource)
 )
 def settlement_lines(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """PSP settlement rows and bank statement entries booked on one business date, parsed from the
-    PSPs' own formats (files that fail parsing are quarantined whole), in `lake/settlement_lines/`."""
+    PSPs' own formats (files that fail parsing, control totals included, are quarantined whole), in
+    `lake/settlement_lines/`."""
+    day = _day(context)
     registered = register_landed(recon.lake, recon.engine, actor="dagster", chain=_chain(context, recon))
-    lines = pipeline.build_settlement_lines(recon.lake, _day(context))
+    lines = pipeline.build_settlement_lines(recon.lake, day)
     quarantined = [r for r in registered if r.status != "accepted"]
     for outcome in quarantined:
         context.log.warning(outcome.message)
     by_psp = lines.group_by("psp").len().sort("psp")
+    by_kind = lines.group_by("psp", "line_kind", "currency").agg(
+        rows=pl.len(), amount_minor=pl.col("amount_minor").sum()
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": lines.height,
-            "rows_by_psp": dg.MetadataValue.json(dict(by_psp.iter_rows())),
+            "path": _path(recon, "settlement_lines", day),
+            "rows_by_psp": dg.MetadataValue.json({str(k): int(v) for k, v in by_psp.iter_rows()}),
+            "by_psp_kind_currency": md_table(by_kind.sort("psp", "line_kind", "currency"), 60),
+            "files": lines["source_file"].n_unique(),
             "files_registered_this_run": len(registered),
             "files_refused_this_run": dg.MetadataValue.json([r.message for r in quarantined]),
         },
-        check_results=[_schema_check(SETTLEMENT_SCHEMA_CHECK, SettlementLineModel, lines)],
+        check_results=[schema_check(SETTLEMENT_SCHEMA_CHECK, SettlementLineModel, lines)],
     )
 
 
 @dg.asset(
     group_name=GROUP,
     partitions_def=business_date_partitions,
-    deps=[landed_transactions, settlement_lines],
+    deps=[settlement_lines],
+    kinds={"polars", "parquet"},
+)
+def bank_statements(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Bank statement entries (camt.053 `Ntry`, `psp = bank`) booked on one business date, in
+    `lake/bank_statements/`: the bank side of the three-way match (PSP payout ↔ bank credit). The
+    statement's control total (opening balance + booked entries = closing balance) is checked when the
+    file is ingested; a statement that does not add up is quarantined whole and never reaches here."""
+    day = _day(context)
+    lines = _read(recon, "settlement_lines", day)
+    entries = lines.filter(pl.col("psp") == "bank") if lines is not None else pl.DataFrame()
+    target = recon.lake.lake_table("bank_statements", day) / pipeline.PART
+    if lines is not None:
+        atomic_write_parquet(target, entries)
+    if entries.is_empty():
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": 0, "path": dg.MetadataValue.path(str(target))}
+        )
+    flows = entries.group_by("account_id", "currency").agg(
+        entries=pl.len(),
+        statements=pl.col("batch_id").n_unique(),
+        credits_minor=pl.col("amount_minor").filter(pl.col("amount_minor") > 0).sum(),
+        debits_minor=pl.col("amount_minor").filter(pl.col("amount_minor") < 0).sum(),
+        net_minor=pl.col("amount_minor").sum(),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": entries.height,
+            "path": dg.MetadataValue.path(str(target)),
+            "statements": entries["batch_id"].n_unique(),
+            "by_account_currency": md_table(flows.sort("account_id", "currency"), 30),
+            "preview": md_table(
+                entries.select(
+                    "source_file", "source_row", "record_type", "amount_minor", "currency", "remittance_info"
+                ),
+                10,
+            ),
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=business_date_partitions,
+    deps=[landed_transactions, settlement_lines, bank_statements],
     check_specs=[
         dg.AssetCheckSpec(
             COMPLETENESS_CHECK,
@@ -156,6 +257,13 @@ def settlement_lines(context: dg.AssetExecutionContext, recon: ReconResource) ->
             description="pandera OutcomeModel: statuses and categories from the fixed vocabulary",
         ),
         dg.AssetCheckSpec(
+            OUTCOMES_SUITE_CHECK,
+            asset="reconciliation",
+            blocking=True,
+            description="Great Expectations suite expectations/reconciliation_outcomes.json: unique, "
+            "non-null record keys; allowed statuses and categories; row counts equal to the inputs in view",
+        ),
+        dg.AssetCheckSpec(
             ACCURACY_CHECK,
             asset="reconciliation",
             blocking=True,
@@ -167,25 +275,33 @@ def settlement_lines(context: dg.AssetExecutionContext, recon: ReconResource) ->
 )
 def reconciliation(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """The matching rules over everything known as of this business date (open items carried over
-    the settlement-lag window), written to `lake/outcomes/date=YYYY-MM-DD/`."""
+    the settlement-lag window), written to `lake/outcomes/date=YYYY-MM-DD/`. Its blocking checks stop
+    publication to the outcome store when the outcomes are incomplete or malformed."""
     day = _day(context)
     result = pipeline.run_reconciliation(recon.lake, day, recon.settings)
     outcomes = result.outcomes
     keys = outcomes["record_key"]
     complete = keys.n_unique() == keys.len() and outcomes["status"].null_count() == 0
-    exceptions = (
-        outcomes.filter(pl.col("status") == "exception")
-        .group_by("exception_category")
-        .len()
-        .sort("exception_category")
-    )
+    view = exception_queue.records_in_view(recon.lake, day, recon.settings)
+    in_view = {
+        "records_in_view": view.height,
+        "ledger_records_in_view": int((view["record"] == "ledger").sum()),
+        "settlement_records_in_view": int((view["record"] == "settlement").sum()),
+    }
+    accuracy = _accuracy_check(result.export, day, recon)
+    metadata: dict[str, Any] = {
+        "dagster/row_count": outcomes.height,
+        "path": _path(recon, "outcomes", day),
+        "outcomes": _status_table(outcomes),
+        "exceptions_by_category": dg.MetadataValue.json(_by_category(outcomes)),
+        "records_in_view": dg.MetadataValue.json(in_view),
+        "rules": dg.MetadataValue.json(list(RULES)),
+    }
+    if accuracy.metadata.get("evaluated") and accuracy.metadata["evaluated"].value:
+        metadata["accuracy"] = accuracy.metadata["accuracy"]
+        metadata["accuracy_by_category"] = accuracy.metadata["by_category"]
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": outcomes.height,
-            "outcomes": _status_table(outcomes),
-            "exceptions_by_category": dg.MetadataValue.json(dict(exceptions.iter_rows())),
-            "rules": dg.MetadataValue.json(list(RULES)),
-        },
+        metadata=metadata,
         check_results=[
             dg.AssetCheckResult(
                 check_name=COMPLETENESS_CHECK,
@@ -193,8 +309,9 @@ def reconciliation(context: dg.AssetExecutionContext, recon: ReconResource) -> d
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={"records": keys.len(), "distinct_records": keys.n_unique()},
             ),
-            _schema_check(OUTCOME_SCHEMA_CHECK, OutcomeModel, outcomes),
-            _accuracy_check(result.export, day, recon),
+            schema_check(OUTCOME_SCHEMA_CHECK, OutcomeModel, outcomes),
+            suite_check(OUTCOMES_SUITE_CHECK, outcomes, OUTCOMES_SUITE, in_view),
+            accuracy,
         ],
     )
 
@@ -233,27 +350,138 @@ def _accuracy_check(export: pl.DataFrame, day: dt.date, recon: ReconResource) ->
     )
 
 
+def _record_failed_attempt(
+    context: dg.AssetExecutionContext, recon: ReconResource, exc: BaseException, *, transient: bool
+) -> None:
+    """An audit event for a publication attempt that failed (its writes were rolled back), so the trail
+    shows every attempt, not only the one that succeeded. Best effort: the store may be what failed."""
+    try:
+        with db.session_scope(recon.engine) as session:
+            audit.append_event(
+                session,
+                actor="dagster",
+                action="outcomes.publish_failed",
+                entity_type="partition",
+                entity_id=f"{context.asset_key.to_user_string()}:{context.partition_key}",
+                inputs={"business_date": context.partition_key, "attempt": context.retry_number + 1},
+                chain=audit.normalise_chain(_chain(context, recon, RULES)),
+                outcome={
+                    "error": type(exc).__name__,
+                    "message": str(exc)[:500],
+                    "transient": transient,
+                    "rolled_back": True,
+                },
+            )
+    except Exception as audit_exc:
+        context.log.warning(f"could not record the failed attempt in the audit trail: {audit_exc}")
+
+
 @dg.asset(
     retry_policy=TRANSIENT_RETRY,
     pool=STORE_POOL,
     group_name=GROUP,
     partitions_def=business_date_partitions,
     deps=[reconciliation],
+    check_specs=[
+        dg.AssetCheckSpec(
+            STORE_TOTALS_CHECK,
+            asset="outcomes",
+            blocking=True,
+            description="control totals: per currency, rows and Σ amount_minor of the day's ledger records "
+            "and settlement lines in the lake equal those in the outcome store",
+        )
+    ],
     kinds={"sqlalchemy"},
 )
 def outcomes(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Outcomes of one business date written to the outcome store, each change an audit event in the
-    same database transaction; the latest business date's view wins over an earlier one."""
-    applied = pipeline.publish_outcomes(
-        recon.lake, recon.engine, _day(context), chain=_chain(context, recon, RULES), actor="dagster"
+    same database transaction; the latest business date's view wins over an earlier one. A failed attempt
+    writes nothing but an `outcomes.publish_failed` audit event; connection and file-system faults are
+    retried, any other error fails the step at once (re-execute the run from failure once it is fixed)."""
+    day = _day(context)
+    try:
+        applied = pipeline.publish_outcomes(
+            recon.lake, recon.engine, day, chain=_chain(context, recon, RULES), actor="dagster"
+        )
+    except TRANSIENT_ERRORS as exc:
+        _record_failed_attempt(context, recon, exc, transient=True)
+        raise
+    except Exception as exc:
+        _record_failed_attempt(context, recon, exc, transient=False)
+        raise dg.Failure(
+            description=f"publishing {day} to the outcome store failed ({type(exc).__name__}: {exc}); "
+            "nothing was written. Fix the cause, then re-execute the run from failure "
+            "(docs/runbooks/rerun-failed-partition.md).",
+            allow_retries=False,
+        ) from exc
+    published = _read(recon, "outcomes", day)
+    ledger = _read(recon, "transactions", day)
+    lines = _read(recon, "settlement_lines", day)
+    metadata: dict[str, Any] = {
+        "inserted": applied.inserted,
+        "changed": applied.changed,
+        "unchanged": applied.unchanged,
+        "skipped_older": applied.skipped_older,
+        "exceptions_opened": applied.exceptions_opened,
+        "exceptions_resolved": applied.exceptions_resolved,
+        "store": dg.MetadataValue.text(recon.engine.url.render_as_string(hide_password=True)),
+    }
+    if published is not None:
+        metadata["dagster/row_count"] = published.height
+        metadata["outcomes"] = _status_table(published)
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=[store_totals_check(recon.engine, day, ledger, lines)]
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=business_date_partitions,
+    deps=[outcomes],
+    check_specs=[
+        dg.AssetCheckSpec(
+            EXCEPTIONS_SUITE_CHECK,
+            asset="exceptions",
+            blocking=True,
+            description="Great Expectations suite expectations/exception_queue.json: unique keys, allowed "
+            "categories, amounts within range, ISO 4217 currencies, every exception of the outcomes queued",
+        )
+    ],
+    kinds={"polars", "parquet"},
+)
+def exceptions(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """The open exception queue of one business date (`lake/exceptions/date=YYYY-MM-DD/`): every record
+    the reconciliation left in `exception`, with its category, money, age and evidence. Operators work
+    it with `recon exceptions list|show|resolve`."""
+    day = _day(context)
+    queue = exception_queue.build_exceptions(recon.lake, day, recon.settings)
+    published = _read(recon, "outcomes", day)
+    expected = 0 if published is None else int((published["status"] == "exception").sum())
+    by_category = queue.group_by("exception_category").agg(
+        records=pl.len(), oldest_days=pl.col("days_open").max()
+    )
+    exposure = queue.group_by("exception_category", "currency").agg(
+        records=pl.len(), abs_amount_minor=pl.col("amount_minor").abs().sum()
     )
     return dg.MaterializeResult(
         metadata={
-            "inserted": applied.inserted,
-            "changed": applied.changed,
-            "unchanged": applied.unchanged,
-            "skipped_older": applied.skipped_older,
-        }
+            "dagster/row_count": queue.height,
+            "path": _path(recon, "exceptions", day),
+            "by_category": dg.MetadataValue.json(
+                {str(c): int(n) for c, n, _ in by_category.sort("exception_category").iter_rows()}
+            ),
+            "by_category_table": md_table(by_category.sort("exception_category"), 20),
+            "exposure_by_currency": md_table(exposure.sort("exception_category", "currency"), 50),
+            "by_psp": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in queue.group_by("psp").len().sort("psp").iter_rows()}
+            ),
+            "preview": md_table(
+                queue.select("exception_category", "record_key", "amount_minor", "currency", "days_open"), 20
+            ),
+        },
+        check_results=[
+            suite_check(EXCEPTIONS_SUITE_CHECK, queue, EXCEPTIONS_SUITE, {"exceptions_in_outcomes": expected})
+        ],
     )
 
 
@@ -265,15 +493,33 @@ def outcomes(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.Mate
     kinds={"duckdb", "csv"},
 )
 def daily_report(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """Finance's daily summary per PSP and currency (DuckDB SQL in `sql/daily_summary.sql`)."""
-    paths = pipeline.build_daily_report(recon.lake, _day(context))
-    preview = pl.read_csv(paths["daily_summary_csv"])
+    """Finance's daily reconciliation report per PSP, currency and jurisdiction (DuckDB SQL in `sql/` over
+    the lake and the outcome export): an XLSX workbook, a self-contained HTML report with charts and CSV
+    files in `reports/date=YYYY-MM-DD/`. Also keeps the date's ground-truth accuracy, when measured."""
+    day = _day(context)
+    pipeline.record_accuracy(recon.lake, day, recon.settings, run_id=context.run.run_id)
+    built = pipeline.build_daily_report(recon.lake, day, recon.engine)
+    head = built.headline
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(paths["daily_summary_csv"])),
-            "preview": dg.MetadataValue.md(preview.to_pandas().to_markdown(index=False)),
+            "preview": dg.MetadataValue.md(built.preview_md),
+            "html_report": dg.MetadataValue.path(str(built.html)),
+            "xlsx_report": dg.MetadataValue.path(str(built.xlsx)),
+            "csv_files": dg.MetadataValue.json({view: str(path) for view, path in built.csv.items()}),
+            "exceptions": head["exceptions"],
+            "open_exceptions": head["open_exceptions"],
+            "payout_breaks": head["payout_breaks"],
+            "records_without_amount": head["missing_amounts"],
         }
     )
 
 
-ASSETS = [landed_transactions, settlement_lines, reconciliation, outcomes, daily_report]
+ASSETS = [
+    landed_transactions,
+    settlement_lines,
+    bank_statements,
+    reconciliation,
+    outcomes,
+    exceptions,
+    daily_report,
+]

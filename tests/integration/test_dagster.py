@@ -25,17 +25,30 @@ def test_definitions_load_with_the_expected_graph() -> None:
 
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"landed_transactions", "settlement_lines", "reconciliation", "outcomes", "daily_report"}
+    assert keys == {
+        "landed_transactions",
+        "settlement_lines",
+        "bank_statements",
+        "reconciliation",
+        "outcomes",
+        "exceptions",
+        "daily_report",
+    }
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("reconciliation")).parent_keys} == {
         "landed_transactions",
         "settlement_lines",
+        "bank_statements",
     }
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("exceptions")).parent_keys} == {"outcomes"}
     checks = {c.name for c in graph.asset_check_keys}
     assert {
         "ledger_schema",
         "settlement_lines_schema",
         "every_record_has_one_outcome",
         "outcome_schema",
+        "ge_reconciliation_outcomes",
+        "ge_exception_queue",
+        "store_control_totals",
     } <= checks
 
 
