@@ -150,16 +150,26 @@ def run(
     to: Annotated[dt.datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last business date")],
 ) -> None:
     """Materialise every asset for those business dates through Dagster, checks included."""
-    from .runner import DateRun, run_range
+    from .lake import Lake
+    from .progress import run_range_with_progress
+    from .reports import read_report, summary_line
+    from .runner import DateRun
+
+    reports_root = Lake(_settings().data_path).reports
 
     def show(run: DateRun) -> None:
         if run.success:
-            console.print(f"[green]✓[/green] {run.day}  run {run.run_id[:8]}")
+            report = read_report(reports_root, run.day)
+            summary = f"  {summary_line(report, with_date=False)}" if report else ""
+            console.print(f"[green]✓[/green] {run.day}  run {run.run_id[:8]}{summary}")
         else:
             reason = ", ".join(run.failed_checks) or run.error
             err.print(f"[red]✗[/red] {run.day}  run {run.run_id}: {reason}")
 
-    results = run_range(from_.date(), to.date(), on_date=show)
+    results = run_range_with_progress(console, from_.date(), to.date(), on_date=show)
+    last = read_report(reports_root, results[-1].day) if results and results[-1].success else None
+    if last is not None:
+        console.print(f"Report for {last.day}: {last.html} (and .xlsx, CSV in {last.folder})")
     if not all(r.success for r in results):
         err.print("[red]Stopped: a run or a blocking check failed (see the run in the Dagster UI).[/red]")
         raise typer.Exit(1)

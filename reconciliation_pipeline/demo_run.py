@@ -15,7 +15,9 @@ from .ingest import ingest_file
 from .lake import Lake
 from .landing import land_jsonl
 from .matching.accuracy import Accuracy, measure, read_truth
-from .runner import DateRun, run_range
+from .progress import run_range_with_progress
+from .reports import read_report, summary_line
+from .runner import DateRun
 from .settings import Settings, dagster_home
 from .store import db
 
@@ -86,7 +88,9 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
         database_url=settings.database_url,
         ground_truth=str(manifest.ground_truth_file),
     )
-    results = run_range(first, last, resource=resource, on_date=lambda r: _show_run(console, r))
+    results = run_range_with_progress(
+        console, first, last, resource=resource, on_date=lambda r: _show_run(console, r)
+    )
     if not all(r.success for r in results):
         console.print("[red]A run failed; see it in the Dagster UI.[/red]")
         return False
@@ -111,7 +115,12 @@ def run_demo(settings: Settings, *, seed: int, days: int, per_day: int, console:
         f"Dagster UI:      {env} .venv/bin/dagster dev -w workspace.yaml  (then http://127.0.0.1:3000)"
     )
     console.print(f"Outcome export:  {export_csv} (and outcomes.parquet)")
-    console.print(f"Daily reports:   {lake.reports}/date=YYYY-MM-DD/daily_summary.csv")
+    report = read_report(lake.reports, last)
+    if report is not None:
+        console.print(f"Finance report:  {report.html}")
+        console.print(f"                 {report.xlsx} (and CSV files beside it)")
+        console.print(f"                 {summary_line(report)}")
+    console.print(f"Daily reports:   {lake.reports}/date=YYYY-MM-DD/ (HTML with charts, XLSX, CSV)")
     console.print(f"Quarantine:      {lake.quarantine}")
     console.print(f"Data folder:     {lake.root}   outcome store: {settings.db_url}")
     console.print(f"Ground truth:    {manifest.ground_truth_file}")

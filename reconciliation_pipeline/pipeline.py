@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 
-import duckdb
 import polars as pl
 from sqlalchemy.engine import Engine
 
 from . import metrics
+from . import reports
 from .frames import LANDED_SCHEMA, LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform, empty
 from .ingest import parsed_lines
-from .lake import Lake, atomic_write, atomic_write_parquet
+from .lake import Lake, atomic_write_parquet
 from .matching import ReconResult, reconcile
+from .matching.accuracy import Accuracy, measure, read_truth
 from .settings import Settings
 from .store import db, service
 from .telemetry import current_ids, step_span
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 PART = "part-0.parquet"
 
 
@@ -142,20 +141,36 @@ def publish_outcomes(
         return applied
 
 
-def build_daily_report(lake: Lake, day: dt.date) -> dict[str, Path]:
-    """DuckDB SQL (``sql/daily_summary.sql``) over the day's outcomes in the lake, written as CSV."""
-    outcomes = lake.lake_table("outcomes", day) / PART
-    lines = lake.lake_table("settlement_lines", day) / PART
-    ledger = lake.lake_table("transactions", day) / PART
-    query = (SQL_DIR / "daily_summary.sql").read_text()
-    con = duckdb.connect()
-    try:
-        con.execute(f"CREATE VIEW outcomes AS SELECT * FROM read_parquet('{outcomes}')")
-        con.execute(f"CREATE VIEW settlement_lines AS SELECT * FROM read_parquet('{lines}')")
-        con.execute(f"CREATE VIEW transactions AS SELECT * FROM read_parquet('{ledger}')")
-        summary = con.sql(query).pl()
-    finally:
-        con.close()
-    target = lake.reports / f"date={day.isoformat()}" / "daily_summary.csv"
-    atomic_write(target, summary.write_csv)
-    return {"daily_summary_csv": target}
+def build_daily_report(
+    lake: Lake, day: dt.date, engine: Engine, *, generated_at: dt.datetime | None = None
+) -> reports.ReportFiles:
+    """Finance's report of one business date: DuckDB SQL (``sql/``) over the Parquet lake and the outcome
+    export (latest status of every record in the store), written to ``reports/date=YYYY-MM-DD/`` as CSV
+    (integer minor units), an XLSX workbook and a self-contained HTML report with charts."""
+    with db.session_scope(engine) as session:
+        export = service.export_outcomes(session)
+    data = reports.query_reports(lake, day, export)
+    return reports.write_reports(data, reports.report_folder(lake.reports, day), generated_at=generated_at)
+
+
+def record_accuracy(
+    lake: Lake, day: dt.date, settings: Settings, *, run_id: str | None = None
+) -> Accuracy | None:
+    """Measure the day's reconciliation output against ``RECON_GROUND_TRUTH`` and keep the figures in
+    ``lake/accuracy/`` for the reports' accuracy over time.
+
+    The same rule as the blocking accuracy check: evaluated only on the truth's as-of date (its last
+    ledger business date), over the records of the lookback window. ``None`` when not evaluated.
+    """
+    path = settings.ground_truth
+    outcomes = _read_table(lake, "outcomes", day)
+    if path is None or not path.exists() or outcomes is None:
+        return None
+    truth = read_truth(path)
+    as_of = truth.filter(pl.col("record") == "ledger")["business_date"].max()
+    if as_of != day:
+        return None
+    first = day - dt.timedelta(days=settings.lookback_days)
+    acc = measure(outcomes, truth.filter(pl.col("business_date") >= first))
+    reports.record_accuracy(lake, day, acc, run_id=run_id)
+    return acc
