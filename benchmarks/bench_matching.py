@@ -3,15 +3,20 @@
     .venv/bin/python benchmarks/bench_matching.py [--records 10000000] [--repeat 1]
 
 Generates synthetic but realistic inputs column-wise (numpy + Polars, no per-row Python) and writes
-them to Parquet once; then, each in a fresh process reading those same files:
+them to Parquet once (``--keep DIR`` keeps them and reuses them on the next run); then, each in a fresh
+process reading the same columns of those files (the ones the engine reads, ``LEDGER_COLUMNS`` and
+``SETTLEMENT_COLUMNS``):
 
 * baseline: a bare Polars join of ledger and settlement on (psp, reference, signed amount, currency)
   plus the two anti-joins (unmatched ledger, unmatched settlement), signed amount computed here too,
-* candidate: ``matching.reconcile(ledger, lines, as_of=<last booking date>, lag_days=3)``,
-* DuckDB: the same join and two anti-joins in SQL over the same Parquet files.
+* DuckDB: the same join and two anti-joins in SQL,
+* DuckDB: the engine's exact_ref rule in SQL (``sql/exact_ref.sql``); its counts must equal the engine's,
+* candidate: ``matching.reconcile(ledger, lines, as_of=<last booking date>, lag_days=3)``, every rule,
+  its outcomes streamed to Parquet and its evidence written,
+* the same candidate with the whole outcome frame made in memory (``ReconResult.outcomes``).
 
-Prints wall time, peak RSS, input records per second and the ratio candidate / baseline, with the goals
-(whole rule set within 2x of the baseline, >= 1M input records/s, peak memory < 4 GiB).
+Prints wall time, CPU time, peak RSS, input records per second and the ratio candidate / baseline, with
+the goals (whole rule set within 2x of the baseline, >= 1M input records/s, peak memory < 4 GiB).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _measure import _RUNNER, Measurement
 
 from reconciliation_pipeline.frames import KIND_SIGN, LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform
+from reconciliation_pipeline.matching.engine import LEDGER_COLUMNS, SETTLEMENT_COLUMNS
 
 LAG_DAYS = 3
 DAYS = 30
@@ -290,11 +296,13 @@ def generate(out: Path, records: int, seed: int = 20260301) -> dict[str, object]
 
 
 def _read(folder: str, warmup: bool) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, object]]:
-    """Both inputs; a warm-up reads only their first rows (imports, thread pool), not the whole files."""
+    """Both inputs, the columns the engine reads (``LEDGER_COLUMNS``, ``SETTLEMENT_COLUMNS``) and no
+    others, for the baseline and the candidate alike; a warm-up reads only their first rows (imports,
+    thread pool), not the whole files."""
     rows = 2_000 if warmup else None
     meta = json.loads((Path(folder) / "meta.json").read_text())
-    ledger = pl.read_parquet(Path(folder) / "ledger.parquet", n_rows=rows)
-    lines = pl.read_parquet(Path(folder) / "lines.parquet", n_rows=rows)
+    ledger = pl.read_parquet(Path(folder) / "ledger.parquet", columns=list(LEDGER_COLUMNS), n_rows=rows)
+    lines = pl.read_parquet(Path(folder) / "lines.parquet", columns=list(SETTLEMENT_COLUMNS), n_rows=rows)
     return ledger, lines, meta
 
 
@@ -321,65 +329,114 @@ def bare_join(folder: str, warmup: bool) -> dict[str, object]:
     }
 
 
+def _as_of(meta: dict[str, object], ledger: pl.DataFrame, lines: pl.DataFrame, warmup: bool) -> dt.date:
+    if warmup:
+        return max(ledger["business_date"].max(), lines["booking_date"].max())  # type: ignore[type-var,return-value]
+    return dt.date.fromisoformat(str(meta["as_of"]))
+
+
+def _counts(frame: pl.DataFrame) -> list[list[object]]:
+    counts = (
+        frame.group_by("record", "status", "exception_category", "rule_id")
+        .agg(pl.col("len").sum())
+        .sort("record", "status", "exception_category", "rule_id", nulls_last=False)
+    )
+    return [
+        [r["record"], r["status"], r["exception_category"] or "", r["rule_id"], r["len"]]
+        for r in counts.iter_rows(named=True)
+    ]
+
+
 def engine(folder: str, warmup: bool) -> dict[str, object]:
+    """The candidate: every rule, then the outcomes streamed to Parquet (``ReconResult.sink_outcomes``)
+    and the evidence written, as a pipeline at this scale would keep them."""
     from reconciliation_pipeline.matching import reconcile
 
     started = time.perf_counter()
     ledger, lines, meta = _read(folder, warmup)
     read_s = time.perf_counter() - started
-    as_of = dt.date.fromisoformat(str(meta["as_of"]))
-    if warmup:
-        as_of = max(ledger["business_date"].max(), lines["booking_date"].max())  # type: ignore[type-var]
-    result = reconcile(ledger, lines, as_of=as_of, lag_days=int(meta["lag_days"]))  # type: ignore[arg-type]
-    counts = (
-        result.outcomes.group_by("record", "status", "exception_category")
-        .len()
-        .sort("record", "status", "exception_category", nulls_last=False)
-    )
-    return {
-        "read_s": read_s,
-        "outcomes": result.outcomes.height,
-        "counts": [
-            [r["record"], r["status"], r["exception_category"] or "", r["len"]]
-            for r in counts.iter_rows(named=True)
-        ],
-    }
+    as_of = _as_of(meta, ledger, lines, warmup)
+    result = reconcile(ledger, lines, as_of=as_of, lag_days=int(str(meta["lag_days"])))
+    del ledger, lines
+    with tempfile.TemporaryDirectory(dir=folder) as out:
+        result.sink_outcomes(Path(out) / "outcomes.parquet")
+        result.evidence.write_parquet(Path(out) / "evidence.parquet")
+        counts = (
+            pl.scan_parquet(Path(out) / "outcomes.parquet")
+            .group_by("record", "status", "exception_category", "rule_id")
+            .len()
+            .collect()
+        )
+    return {"read_s": read_s, "evidence": result.evidence.height, "counts": _counts(counts)}
 
 
-def duckdb_sql(folder: str, warmup: bool) -> dict[str, object]:
+def engine_in_memory(folder: str, warmup: bool) -> dict[str, object]:
+    """The same rules with the whole outcome frame made in memory (``ReconResult.outcomes``, what
+    ``pipeline.run_reconciliation`` uses today)."""
+    from reconciliation_pipeline.matching import reconcile
+
+    started = time.perf_counter()
+    ledger, lines, meta = _read(folder, warmup)
+    read_s = time.perf_counter() - started
+    as_of = _as_of(meta, ledger, lines, warmup)
+    result = reconcile(ledger, lines, as_of=as_of, lag_days=int(str(meta["lag_days"])))
+    del ledger, lines
+    counts = result.outcomes.group_by("record", "status", "exception_category", "rule_id").len()
+    return {"read_s": read_s, "evidence": result.evidence.height, "counts": _counts(counts)}
+
+
+def _duckdb_inputs(folder: str, warmup: bool) -> tuple[object, float]:
     import duckdb
 
     led, stl = (str(Path(folder) / name) for name in ("ledger.parquet", "lines.parquet"))
     limit = "LIMIT 2000" if warmup else ""
-    signs = " ".join(f"WHEN '{k}' THEN {s}" for k, s in KIND_SIGN.items())
     con = duckdb.connect()
     started = time.perf_counter()
     con.execute(
-        f"CREATE TABLE l AS SELECT *, amount_minor * CASE kind {signs} END AS signed "
-        f"FROM read_parquet('{led}') {limit}"
+        f"CREATE TABLE ledger AS SELECT {', '.join(LEDGER_COLUMNS)} FROM read_parquet('{led}') {limit}"
     )
-    con.execute(f"CREATE TABLE s AS SELECT * FROM read_parquet('{stl}') {limit}")
-    read_s = time.perf_counter() - started
+    con.execute(
+        f"CREATE TABLE lines AS SELECT {', '.join(SETTLEMENT_COLUMNS)} FROM read_parquet('{stl}') {limit}"
+    )
+    return con, time.perf_counter() - started
+
+
+def duckdb_sql(folder: str, warmup: bool) -> dict[str, object]:
+    """The baseline's key join and two anti-joins in SQL, over the same columns."""
+    con, read_s = _duckdb_inputs(folder, warmup)
+    signs = " ".join(f"WHEN '{k}' THEN {s}" for k, s in KIND_SIGN.items())
+    con.execute(f"CREATE TABLE l AS SELECT *, amount_minor * CASE kind {signs} END AS signed FROM ledger")  # type: ignore[attr-defined]
     on = (
         "l.psp = s.psp AND l.psp_reference = s.movement_reference "
         "AND l.signed = s.amount_minor AND l.currency = s.currency"
     )
     keys = "l.transaction_id, s.psp, s.source_file, s.source_row"
-    con.execute(f"CREATE TABLE matched AS SELECT {keys} FROM l JOIN s ON {on}")
-    con.execute(f"CREATE TABLE only_l AS SELECT l.transaction_id FROM l ANTI JOIN s ON {on}")
-    con.execute(
-        f"CREATE TABLE only_s AS SELECT s.psp, s.source_file, s.source_row FROM s ANTI JOIN l ON {on}"
-    )
-    count = {
-        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("matched", "only_l", "only_s")
-    }  # type: ignore[index]
-    con.close()
+    run = con.execute  # type: ignore[attr-defined]
+    run(f"CREATE TABLE matched AS SELECT {keys} FROM l JOIN lines s ON {on}")
+    run(f"CREATE TABLE only_l AS SELECT l.transaction_id FROM l ANTI JOIN lines s ON {on}")
+    run(f"CREATE TABLE only_s AS SELECT s.psp, s.source_file, s.source_row FROM lines s ANTI JOIN l ON {on}")
+    count = {t: run(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("matched", "only_l", "only_s")}
+    con.close()  # type: ignore[attr-defined]
     return {
         "read_s": read_s,
         "matched": count["matched"],
         "unmatched_ledger": count["only_l"],
         "unmatched_settlement": count["only_s"],
     }
+
+
+def duckdb_exact_rule(folder: str, warmup: bool) -> dict[str, object]:
+    """The engine's exact_ref rule (k-th with k-th pairing, duplicates on either side) in DuckDB SQL:
+    ``sql/exact_ref.sql``, over the same columns."""
+    con, read_s = _duckdb_inputs(folder, warmup)
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    query = (Path(__file__).resolve().parents[1] / "sql" / "exact_ref.sql").read_text()
+    run = con.execute  # type: ignore[attr-defined]
+    as_of = dt.date.fromisoformat(str(meta["as_of"]))
+    run(f"CREATE TABLE exact AS {query}", {"as_of": as_of})
+    counts = dict(run("SELECT outcome, count(*) FROM exact GROUP BY outcome").fetchall())
+    con.close()  # type: ignore[attr-defined]
+    return {"read_s": read_s, "outcomes": counts}
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -420,7 +477,7 @@ def measure_guarded(
             if child.returncode != 0:
                 raise RuntimeError(f"{module}.{func} failed:\n{err.read()}")
             data = json.loads(out.read().strip().splitlines()[-1])
-        m = Measurement(data["seconds"], data["peak_mib"], data["result"])
+        m = Measurement(data["seconds"], data["peak_mib"], data["result"], data.get("cpu_seconds", 0.0))
         if best is None or m.seconds < best.seconds:
             best = m
     assert best is not None
@@ -470,9 +527,27 @@ def _line(label: str, m: Measurement | str, rows: int) -> str:
         return f"{label:<44} {m}"
     read_s = float(m.result["read_s"])  # type: ignore[index]
     return (
-        f"{label:<44} {m.seconds:9.2f} s  (read {read_s:6.2f} s)  peak {m.peak_mib:8.0f} MiB  "
-        f"{rows / m.seconds / 1e6:7.2f} M records/s"
+        f"{label:<44} {m.seconds:8.2f} s  cpu {m.cpu_seconds:8.2f} s  (read {read_s:6.2f} s)  "
+        f"peak {m.peak_mib:7.0f} MiB  {rows / m.seconds / 1e6:6.2f} M records/s"
     )
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _exact_counts(counts: list[list[object]]) -> dict[str, int]:
+    """What exact_ref decided, from the engine's outcome counts: ledger records it paired (an unlinked
+    overlay may have turned some into exceptions; the rule id stays) and the duplicates on either side."""
+    out = {"matched": 0, "duplicate_booking": 0, "duplicate_settlement": 0}
+    for record, _status, category, rule, n in counts:
+        if rule != "exact_ref":
+            continue
+        if category in ("duplicate_booking", "duplicate_settlement"):
+            out[str(category)] += int(str(n))
+        elif record == "ledger":
+            out["matched"] += int(str(n))
+    return out
 
 
 def _verdict(ok: bool) -> str:
@@ -483,7 +558,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--keep", type=Path, default=None, help="write the inputs here and keep them")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="write the inputs here and keep them (reused when present)"
+    )
     parser.add_argument("--max-rss-gib", type=float, default=16.0, help="kill a measured process above this")
     parser.add_argument("--timeout-min", type=float, default=20.0, help="kill a measured process after this")
     parser.add_argument("--generate-into", type=Path, default=None, help=argparse.SUPPRESS)
@@ -506,13 +583,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        gen = subprocess.run(
-            [sys.executable, __file__, "--records", str(args.records), "--generate-into", str(folder)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        meta = json.loads(gen.stdout.strip().splitlines()[-1])
+        kept = folder / "meta.json"
+        if (
+            args.keep is not None
+            and kept.exists()
+            and json.loads(kept.read_text())["records"] == args.records
+        ):
+            meta = json.loads(kept.read_text())  # inputs kept by an earlier run with the same size
+        else:
+            gen = subprocess.run(
+                [sys.executable, __file__, "--records", str(args.records), "--generate-into", str(folder)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            meta = json.loads(gen.stdout.strip().splitlines()[-1])
         gen_s = time.perf_counter() - started
         size_mib = sum((folder / f).stat().st_size for f in ("ledger.parquet", "lines.parquet")) / 2**20
         rows = int(meta["ledger_rows"]) + int(meta["line_rows"])
@@ -522,9 +607,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"generated in {gen_s:.1f} s; as_of {meta['as_of']}, lag {meta['lag_days']} days",
             flush=True,
         )
+        print(f"load average before measuring (1/5/15 min): {load_average()}", flush=True)
         base = measure_guarded("bench_matching", "bare_join", str(folder), **guard)
         duck = measure_guarded("bench_matching", "duckdb_sql", str(folder), **guard)
+        exact_sql = measure_guarded("bench_matching", "duckdb_exact_rule", str(folder), **guard)
         cand = measure_guarded("bench_matching", "engine", str(folder), **guard)
+        in_memory = measure_guarded("bench_matching", "engine_in_memory", str(folder), **guard)
+        print(f"load average after measuring (1/5/15 min): {load_average()}")
     if isinstance(base, Measurement) and isinstance(duck, Measurement):
         b, d = base.result, duck.result
         assert isinstance(b, dict) and isinstance(d, dict)
@@ -533,23 +622,53 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"key join result: {b['matched']:,} pairs, {b['unmatched_ledger']:,} ledger and "
             f"{b['unmatched_settlement']:,} settlement unmatched (Polars = DuckDB)"
         )
+    for m in (cand, in_memory):
+        if isinstance(m, Measurement):
+            assert isinstance(m.result, dict)
+            total = sum(int(row[-1]) for row in m.result["counts"])
+            assert total == rows, (total, rows)
     if isinstance(cand, Measurement):
-        assert isinstance(cand.result, dict) and cand.result["outcomes"] == rows, cand.result
-        print("engine outcomes (record, status, category, count):")
-        for record, status, category, count in cand.result["counts"]:
-            print(f"    {record:<10} {status:<9} {category or '-':<22} {count:>12,}")
+        assert isinstance(cand.result, dict)
+        if isinstance(in_memory, Measurement):
+            assert isinstance(in_memory.result, dict) and in_memory.result["counts"] == cand.result["counts"]
+        print(
+            f"engine outcomes (record, status, category, rule: count); "
+            f"{cand.result['evidence']:,} records with evidence:"
+        )
+        for record, status, category, rule, count in cand.result["counts"]:
+            print(f"    {record:<10} {status:<9} {category or '-':<22} {rule:<16} {count:>12,}")
+        if isinstance(exact_sql, Measurement):
+            assert isinstance(exact_sql.result, dict)
+            sql = {k: int(v) for k, v in exact_sql.result["outcomes"].items() if k != "open"}
+            engine_exact = _exact_counts(cand.result["counts"])
+            assert sql == engine_exact, (sql, engine_exact)
+            print(
+                f"exact_ref: {sql['matched']:,} pairs, {sql['duplicate_booking']:,} duplicate bookings, "
+                f"{sql['duplicate_settlement']:,} duplicate settlements "
+                "(engine = sql/exact_ref.sql in DuckDB)"
+            )
     print(f"best of {args.repeat}, each in a fresh process; times include reading the Parquet inputs")
     print(_line("baseline polars key join + 2 anti-joins", base, rows))
     print(_line("duckdb SQL key join + 2 anti-joins", duck, rows))
+    print(_line("duckdb SQL exact_ref rule (sql/exact_ref.sql)", exact_sql, rows))
     print(_line("matching.reconcile (whole rule set)", cand, rows))
+    print(_line("  the same, outcomes in memory", in_memory, rows))
     if not (isinstance(base, Measurement) and isinstance(cand, Measurement)):
         print("ratio reconcile / polars key join: n/a (a process was killed, see above)")
         return {}
     ratio = cand.seconds / base.seconds
     rate = rows / cand.seconds
     print(f"ratio reconcile / polars key join: {ratio:.2f}x (goal <= {GOAL_RATIO:g}x)")
+    if base.cpu_seconds:
+        print(f"ratio reconcile / polars key join, CPU time: {cand.cpu_seconds / base.cpu_seconds:.2f}x")
     if isinstance(duck, Measurement):
         print(f"ratio duckdb / polars key join: {duck.seconds / base.seconds:.2f}x")
+    if isinstance(exact_sql, Measurement):
+        print(f"ratio duckdb exact_ref / polars key join: {exact_sql.seconds / base.seconds:.2f}x")
+    if isinstance(in_memory, Measurement):
+        print(
+            f"ratio reconcile (outcomes in memory) / polars key join: {in_memory.seconds / base.seconds:.2f}x"
+        )
     print(f"ratio reconcile peak / key join peak: {cand.peak_mib / base.peak_mib:.2f}x")
     print(
         f"goals: whole rule set <= {GOAL_RATIO:g}x key join: {_verdict(ratio <= GOAL_RATIO)} ({ratio:.2f}x); "

@@ -1,10 +1,16 @@
 """Reconcile ledger records against settlement records, as of one business date.
 
-Rules run in order; each pairs what earlier rules left over, by joins and anti-joins over Polars
-frames (no Python loops over rows). Every record ends with exactly one outcome: ``matched`` (with a
-``match_id`` shared by its group), ``pending`` (inside the settlement-lag window) or ``exception``
-(with a category and evidence an operator can act on). Match ids are derived from the group's anchor
-record, so the same inputs always give the same outcomes, whatever their row order.
+Rules run in order; each pairs what earlier rules left over, by joins over Polars frames (no Python
+loops over rows). Every record ends with exactly one outcome: ``matched`` (with a ``match_id`` shared
+by its group), ``pending`` (inside the settlement-lag window) or ``exception`` (with a category and
+evidence an operator can act on). Match ids are derived from the group's anchor record, so the same
+inputs always give the same outcomes, whatever their row order.
+
+How it stays fast at scale: records are integer row ids inside the engine (``book.Book``), strings
+(record keys, match ids) are made only for the output; the first rule (``exact_ref``, where most
+records match) is one hash join on a 64-bit key hash, verified column by column; every later rule
+works on the residual it leaves. The outcome frame is a lazy plan over compact columns, so it can be
+streamed to Parquet (``ReconResult.sink_outcomes``) without holding every string in memory.
 
 The rule ids, their order and what they pair are documented in ``docs/matching.md``; which rules run
 for which PSP is configurable (``rules`` argument, ``RECON_RULES`` setting).
@@ -14,12 +20,28 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import polars as pl
 
 from ..frames import KIND_SIGN, OUTCOME_SCHEMA, PLAYER_LINE_KINDS, conform
 from ..money import NON_DEFAULT_EXPONENTS
+from .book import (
+    CATEGORIES,
+    EVIDENCE_PARTS,
+    EXCEPTION,
+    LEDGER,
+    MATCHED,
+    NO_ANCHOR,
+    PENDING,
+    SETTLEMENT,
+    STATUSES,
+    Book,
+    ids_of,
+)
 
 #: Every rule, in the order it runs. The last two are the fallbacks and always run.
 RULES = (
@@ -49,32 +71,91 @@ KIND_TO_LINE = {
 }
 ADJUSTMENT_KINDS = ("refund", "chargeback", "chargeback_reversal")
 
-_DECIDED = {
-    "key": pl.String,
-    "status": pl.String,
-    "match_id": pl.String,
-    "rule_id": pl.String,
-    "category": pl.String,
-    "transaction_id": pl.String,
-}
+#: The only columns the engine reads: callers may pass LazyFrames over wider files (a Parquet scan
+#: then reads just these).
+LEDGER_COLUMNS = (
+    "transaction_id",
+    "psp",
+    "psp_reference",
+    "original_transaction_id",
+    "kind",
+    "amount_minor",
+    "currency",
+    "occurred_at",
+    "business_date",
+)
+SETTLEMENT_COLUMNS = (
+    "psp",
+    "source_file",
+    "source_row",
+    "line_kind",
+    "movement_reference",
+    "merchant_reference",
+    "payout_reference",
+    "remittance_info",
+    "amount_minor",
+    "currency",
+    "net_currency",
+    "exchange_rate",
+    "presentment_amount_minor",
+    "presentment_currency",
+    "booking_date",
+)
+
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 _EVIDENCE = {"record_key": pl.String, "evidence": pl.String}
+_LEDGER_ORDER = ("occurred_at", "transaction_id")
+_SETTLEMENT_ORDER = ("source_file", "source_row", "psp")
 
 
-@dataclass(frozen=True)
 class ReconResult:
-    outcomes: pl.DataFrame  # OUTCOME_SCHEMA plus record_key
-    evidence: pl.DataFrame  # record_key, evidence (JSON text) for exceptions and partial groups
+    """The outcome of one reconciliation.
+
+    ``outcomes`` (OUTCOME_SCHEMA plus ``record_key``) is built on first use from compact columns;
+    ``sink_outcomes`` streams the same rows to Parquet instead. ``evidence``: ``record_key`` and
+    ``evidence`` (JSON text) for exceptions, pending partial groups and their counterparts.
+    """
+
+    def __init__(self, plan: pl.LazyFrame, evidence: pl.DataFrame) -> None:
+        self._plan = plan
+        self.evidence = evidence
+
+    @cached_property
+    def outcomes(self) -> pl.DataFrame:
+        return self._plan.collect()
 
     @property
     def export(self) -> pl.DataFrame:
         return conform(self.outcomes, OUTCOME_SCHEMA)
 
+    def sink_outcomes(self, path: str | Path) -> None:
+        """Write the outcomes to Parquet with Polars' streaming engine (the strings are made batch by
+        batch rather than all at once)."""
+        self._plan.sink_parquet(path, engine="streaming")
 
-def ledger_key() -> pl.Expr:
+
+def _enabled(frame: _Frame, rule: str, rules: Mapping[str, Sequence[str]] | None) -> _Frame:
+    """Only the rows of PSPs for which ``rule`` is switched on."""
+    if rules is None or rule not in CONFIGURABLE_RULES:
+        return frame
+    off = [psp for psp, enabled in rules.items() if rule not in enabled]
+    return frame.filter(~pl.col("psp").is_in(off)) if off else frame
+
+
+def _exponent(column: str) -> pl.Expr:
+    return pl.col(column).replace_strict(NON_DEFAULT_EXPONENTS, default=2, return_dtype=pl.Int64)
+
+
+def _key_hash(*columns: str) -> pl.Expr:
+    """A 64-bit hash of a composite key (columns of the same types on both sides hash alike)."""
+    return pl.struct([pl.col(c).alias(f"k{i}") for i, c in enumerate(columns)]).hash(seed=20260301)
+
+
+def _lkey() -> pl.Expr:
     return pl.concat_str([pl.lit("ledger:"), pl.col("transaction_id")])
 
 
-def settlement_key() -> pl.Expr:
+def _skey() -> pl.Expr:
     return pl.concat_str(
         [
             pl.lit("settlement:"),
@@ -87,157 +168,58 @@ def settlement_key() -> pl.Expr:
     )
 
 
-def _anchor(column: str) -> pl.Expr:
-    """Match id of a group: ``M-`` and its anchor record's key without the record prefix."""
-    return pl.concat_str([pl.lit("M-"), pl.col(column).str.replace(r"^(ledger|settlement):", "")])
-
-
-def _exponent(column: str) -> pl.Expr:
-    return pl.col(column).replace_strict(NON_DEFAULT_EXPONENTS, default=2, return_dtype=pl.Int64)
-
-
-@dataclass
-class _Book:
-    """What the rules have decided so far: one row per record, and evidence for some."""
-
-    decided: list[pl.DataFrame] = field(default_factory=list)
-    evidence: list[pl.DataFrame] = field(default_factory=list)
-
-    #: Open (undecided) rows of the tracked frames, narrowed incrementally: each call anti-joins only
-    #: the keys decided since the last call, so after the first rule the later ones work on little.
-    #: (The original frame is kept in the entry so that its id stays unique while the book lives.)
-    _open: dict[tuple[str, int], tuple[pl.DataFrame, pl.DataFrame, int]] = field(default_factory=dict)
-
-    def remaining(self, frame: pl.DataFrame, key: str) -> pl.DataFrame:
-        """The rows of ``frame`` (tracked by its ``key`` column) that no rule has decided yet."""
-        name = (key, id(frame))
-        _, current, seen = self._open.get(name, (frame, frame, 0))
-        if seen < len(self.decided):
-            fresh = pl.concat([d.select(pl.col("key").alias(key)) for d in self.decided[seen:]])
-            current = current.join(fresh, on=key, how="anti")
-        self._open[name] = (frame, current, len(self.decided))
-        return current
-
-    def add(
-        self,
-        keys: pl.DataFrame,
-        *,
-        rule: str,
-        status: str,
-        category: str | None = None,
-        match_id: pl.Expr | None = None,
-        transaction_id: pl.Expr | None = None,
-    ) -> None:
-        """Decide ``keys`` (a frame with a ``key`` column and whatever the expressions need)."""
-        if keys.is_empty():
-            return
-        self.decided.append(
-            keys.select(
-                key=pl.col("key"),
-                status=pl.lit(status),
-                match_id=match_id if match_id is not None else pl.lit(None, pl.String),
-                rule_id=pl.lit(rule),
-                category=pl.lit(category, pl.String),
-                transaction_id=transaction_id if transaction_id is not None else pl.lit(None, pl.String),
-            )
-        )
-
-    def add_pairs(self, pairs: pl.DataFrame, *, rule: str, status: str, category: str | None = None) -> None:
-        """Decide 1:1 pairs (``lkey``, ``skey``): both records share a match id anchored on the settlement."""
-        if pairs.is_empty():
-            return
-        tx = pl.col("lkey").str.strip_prefix("ledger:")
-        for side in ("lkey", "skey"):
-            self.add(
-                pairs.with_columns(key=pl.col(side)),
-                rule=rule,
-                status=status,
-                category=category,
-                match_id=_anchor("skey"),
-                transaction_id=tx,
-            )
-
-    def note(self, frame: pl.DataFrame, key: pl.Expr, **fields: pl.Expr | str | int | None) -> None:
-        """Evidence for records: a JSON object per row."""
-        if frame.is_empty():
-            return
-        exprs = [
-            (value if isinstance(value, pl.Expr) else pl.lit(value)).alias(name)
-            for name, value in fields.items()
-        ]
-        self.evidence.append(frame.select(record_key=key, evidence=pl.struct(exprs).struct.json_encode()))
-
-
-def _rank_within(keys: list[str]) -> pl.Expr:
-    return pl.int_range(pl.len()).over(keys)
+def _rows(frame: pl.DataFrame, ids: pl.Series | np.ndarray) -> pl.DataFrame:
+    """Rows of a prepared frame by row id (its row position)."""
+    return frame[np.sort(ids_of(ids))]
 
 
 def _pair_by(
     ledger: pl.DataFrame, lines: pl.DataFrame, left_on: list[str], right_on: list[str]
 ) -> pl.DataFrame:
-    """Pair ledger and settlement records with equal keys 1:1, k-th with k-th (in their sorted order).
-
-    Returns the key columns ``k0..``, ``lkey`` and ``skey``: pairs, and the surplus on either side with
-    the other key null, so callers can tell duplicates from pairs.
-    """
+    """Pair ledger and settlement records with equal keys 1:1, k-th with k-th in the frames' (canonical)
+    order. Returns the key columns ``k0..``, ``rank``, ``lid`` and ``sid``: pairs, and the surplus on
+    either side with the other id null, so callers can tell duplicates from pairs."""
     names = [f"k{i}" for i in range(len(left_on))]
-    left = ledger.select(*[pl.col(c).alias(n) for c, n in zip(left_on, names, strict=True)], "lkey")
-    right = lines.select(*[pl.col(c).alias(n) for c, n in zip(right_on, names, strict=True)], "skey")
-    left = left.drop_nulls(names).with_columns(rank=_rank_within(names))
-    right = right.drop_nulls(names).with_columns(rank=_rank_within(names))
+    left = ledger.select(*[pl.col(c).alias(n) for c, n in zip(left_on, names, strict=True)], "lid")
+    right = lines.select(*[pl.col(c).alias(n) for c, n in zip(right_on, names, strict=True)], "sid")
+    left = left.drop_nulls(names).with_columns(rank=pl.int_range(pl.len()).over(names))
+    right = right.drop_nulls(names).with_columns(rank=pl.int_range(pl.len()).over(names))
     return left.join(right, on=[*names, "rank"], how="full", coalesce=True)
 
 
-def _enabled(frame: pl.DataFrame, rule: str, rules: Mapping[str, Sequence[str]] | None) -> pl.DataFrame:
-    """Only the rows of PSPs for which ``rule`` is switched on."""
-    if rules is None or rule not in CONFIGURABLE_RULES:
-        return frame
-    off = [psp for psp, enabled in rules.items() if rule not in enabled]
-    return frame.filter(~pl.col("psp").is_in(off)) if off else frame
+def _both(pairs: pl.DataFrame) -> pl.DataFrame:
+    return pairs.filter(pl.col("lid").is_not_null() & pl.col("sid").is_not_null())
 
 
-def _prepare_ledger(ledger: pl.DataFrame) -> pl.DataFrame:
+def _prepare_ledger(ledger: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.DataFrame:
     sign = pl.col("kind").replace_strict(KIND_SIGN, return_dtype=pl.Int64)
-    return ledger.select(
-        "transaction_id",
-        "psp",
-        "psp_reference",
-        "original_transaction_id",
-        "kind",
-        "amount_minor",
-        "currency",
-        "occurred_at",
-        "business_date",
-        lkey=ledger_key(),
-        signed=pl.col("amount_minor") * sign,
-        line_kind=pl.col("kind").replace_strict(KIND_TO_LINE, return_dtype=pl.String),
-    ).sort("occurred_at", "transaction_id")
+    return (
+        ledger.lazy()
+        .select(LEDGER_COLUMNS)
+        .filter(pl.col("business_date") <= as_of)
+        .with_columns(signed=pl.col("amount_minor") * sign)
+        .drop("amount_minor")
+        .with_row_index("lid")
+        .collect()
+        .rechunk()  # one chunk per column: the gathers by row id below stay cheap
+    )
 
 
-def _prepare_settlement(lines: pl.DataFrame) -> pl.DataFrame:
-    return lines.select(
-        "psp",
-        "source_file",
-        "source_row",
-        "line_kind",
-        "movement_reference",
-        "merchant_reference",
-        "payout_reference",
-        "remittance_info",
-        "amount_minor",
-        "currency",
-        "net_currency",
-        "exchange_rate",
-        "presentment_amount_minor",
-        "presentment_currency",
-        "booking_date",
-        skey=settlement_key(),
-    ).sort("source_file", "source_row", "psp")
+def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.DataFrame:
+    return (
+        lines.lazy()
+        .select(SETTLEMENT_COLUMNS)
+        .filter(pl.col("booking_date") <= as_of)
+        .with_columns(player=pl.col("line_kind").is_in(list(PLAYER_LINE_KINDS)))
+        .with_row_index("sid")
+        .collect()
+        .rechunk()
+    )
 
 
 def reconcile(
-    ledger: pl.DataFrame,
-    lines: pl.DataFrame,
+    ledger: pl.DataFrame | pl.LazyFrame,
+    lines: pl.DataFrame | pl.LazyFrame,
     *,
     as_of: dt.date,
     lag_days: int,
@@ -246,218 +228,349 @@ def reconcile(
 ) -> ReconResult:
     """Reconcile every ledger record and settlement record known as of ``as_of``.
 
-    ``ledger`` has LEDGER_SCHEMA columns, ``lines`` SETTLEMENT_LINE_SCHEMA columns; records dated
-    after ``as_of`` are ignored. ``rules`` maps a PSP to the configurable rules it uses (default: all).
+    ``ledger`` has LEDGER_SCHEMA columns, ``lines`` SETTLEMENT_LINE_SCHEMA columns (only
+    ``LEDGER_COLUMNS`` / ``SETTLEMENT_COLUMNS`` are read); records dated after ``as_of`` are ignored.
+    ``rules`` maps a PSP to the configurable rules it uses (default: all).
     """
-    led = _prepare_ledger(ledger.filter(pl.col("business_date") <= as_of))
-    stl = _prepare_settlement(lines.filter(pl.col("booking_date") <= as_of))
-    player = stl.filter(pl.col("line_kind").is_in(list(PLAYER_LINE_KINDS)))
-    book = _Book()
+    led = _prepare_ledger(ledger, as_of)
+    stl = _prepare_settlement(lines, as_of)
+    book = Book(led.height, stl.height, RULES)
     window_open = (pl.lit(as_of) - pl.col("business_date")).dt.total_days() <= lag_days
 
-    def open_ledger(rule: str, *, with_reference: bool = True) -> pl.DataFrame:
-        """Ledger records no rule has decided yet, of the PSPs that use ``rule``, with (or without)
-        a booked PSP reference."""
-        has_ref = pl.col("psp_reference").is_not_null()
-        return _enabled(book.remaining(led, "lkey"), rule, rules).filter(
-            has_ref if with_reference else ~has_ref
-        )
+    _exact_ref(led, stl, book, rules)
 
-    # 1. exact_ref: PSP movement reference + signed amount + currency, k-th booking with k-th settlement.
-    l_ref = _enabled(led.filter(pl.col("psp_reference").is_not_null()), "exact_ref", rules)
-    keys = ["psp", "psp_reference", "signed", "currency"]
-    pairs = _pair_by(
-        l_ref,
-        player.rename({"amount_minor": "signed"}),
-        keys,
-        ["psp", "movement_reference", "signed", "currency"],
+    # What exact_ref left, in canonical order (ranks and tie-breaks depend on it, never on row ids).
+    rest_led = (
+        led.filter(book.open_mask(LEDGER))
+        .sort(_LEDGER_ORDER)
+        .with_columns(
+            line_kind=pl.col("kind").replace_strict(KIND_TO_LINE, return_dtype=pl.String),
+            lpos=pl.int_range(pl.len()),
+        )
     )
-    exact = pairs.filter(pl.col("lkey").is_not_null() & pl.col("skey").is_not_null())
-    book.add_pairs(exact, rule="exact_ref", status="matched")
-    # Surplus on a key that did pair: the same movement booked or settled more than once.
-    first = exact.filter(pl.col("rank") == 0).select("k0", "k1", "k2", "k3", first_l="lkey", first_s="skey")
-    surplus = pairs.join(first, on=["k0", "k1", "k2", "k3"], how="inner")
-    dup_booking = surplus.filter(pl.col("skey").is_null()).with_columns(key=pl.col("lkey"))
-    dup_settlement = surplus.filter(pl.col("lkey").is_null()).with_columns(key=pl.col("skey"))
-    book.add(dup_booking, rule="exact_ref", status="exception", category="duplicate_booking")
-    book.add(dup_settlement, rule="exact_ref", status="exception", category="duplicate_settlement")
-    for dup, what in ((dup_booking, "booked"), (dup_settlement, "settled")):
+    rest_player = (
+        stl.filter(book.open_mask(SETTLEMENT) & stl["player"])
+        .sort(_SETTLEMENT_ORDER)
+        .with_columns(spos=pl.int_range(pl.len()))
+    )
+
+    def open_ledger(rule: str, *, with_reference: bool = True) -> pl.DataFrame:
+        """Ledger records no rule has decided yet, of the PSPs that use ``rule``, with (or without) a
+        booked PSP reference."""
+        has_ref = pl.col("psp_reference").is_not_null()
+        frame = _enabled(book.only_open(rest_led, LEDGER), rule, rules)
+        return frame.filter(has_ref if with_reference else ~has_ref)
+
+    def open_player() -> pl.DataFrame:
+        return book.only_open(rest_player, SETTLEMENT)
+
+    _cross_currency(open_ledger("cross_currency"), open_player(), book, fx_tolerance_minor)
+    _split_settlement(open_ledger("split_settlement"), open_player(), book, window_open)
+    _split_booking(open_ledger("split_booking"), open_player(), book)
+    # merchant_ref: no PSP reference booked; the operator's transaction id (or, for refunds and
+    # chargebacks, their deposit's) is the PSP's merchant reference.
+    for ledger_ref in ("transaction_id", "original_transaction_id"):
+        rest_l = open_ledger("merchant_ref", with_reference=False)
+        if ledger_ref == "original_transaction_id":
+            rest_l = rest_l.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))
+        pairs = _pair_by(
+            rest_l,
+            open_player().rename({"amount_minor": "signed"}),
+            ["psp", ledger_ref, "signed", "currency", "line_kind"],
+            ["psp", "merchant_reference", "signed", "currency", "line_kind"],
+        )
+        both = _both(pairs)
+        book.decide_pairs(both["lid"], both["sid"], rule="merchant_ref", status=MATCHED)
+    _ref_mismatch(open_ledger("ref_mismatch"), open_player(), book)
+    _non_player_rows(stl, book, as_of)
+    _leftovers(led, stl, book, window_open, lag_days)
+    _overlay_unlinked(led, stl, book)
+    for side in (LEDGER, SETTLEMENT):
+        left = book.undecided(side)
+        if left.size:  # every record must be decided by exactly one rule
+            raise AssertionError(f"{('ledger', 'settlement')[side]} records without an outcome: {left[:5]}")
+    return ReconResult(_outcome_plan(led, stl, book), _evidence(led, stl, book))
+
+
+# ------------------------------------------------------------------------------------------------ rules
+
+
+def _exact_ref(
+    led: pl.DataFrame, stl: pl.DataFrame, book: Book, rules: Mapping[str, Sequence[str]] | None
+) -> None:
+    """1. exact_ref: PSP movement reference + signed amount + currency, k-th booking with k-th settlement.
+
+    One inner join on a 64-bit hash of the key, each pair then checked column by column (a hash
+    collision cannot pair unequal keys). A key with one record on each side is a pair outright; keys
+    with more (the same movement booked or settled twice) are ranked in canonical order."""
+    left = (
+        _enabled(led.lazy(), "exact_ref", rules)
+        .filter(pl.col("psp_reference").is_not_null())
+        .select("lid", h=_key_hash("psp", "psp_reference", "signed", "currency"))
+    )
+    right = (
+        stl.lazy()
+        .filter(pl.col("player") & pl.col("movement_reference").is_not_null())
+        .select("sid", h=_key_hash("psp", "movement_reference", "amount_minor", "currency"))
+    )
+    pairs = left.join(right, on="h", how="inner", maintain_order="left").drop("h").collect()
+    if pairs.is_empty():
+        return
+    lid, sid = pairs["lid"], pairs["sid"]
+    same = (
+        (led["signed"].gather(lid) == stl["amount_minor"].gather(sid))
+        & (led["psp_reference"].gather(lid) == stl["movement_reference"].gather(sid))
+        & (led["psp"].gather(lid) == stl["psp"].gather(sid))
+        & (led["currency"].gather(lid) == stl["currency"].gather(sid))
+    )
+    pairs = pairs.filter(same)
+    lids, sids = ids_of(pairs["lid"]), ids_of(pairs["sid"])
+    shared = pl.Series(
+        (np.bincount(lids, minlength=book.n_ledger)[lids] > 1)
+        | (np.bincount(sids, minlength=book.n_settlement)[sids] > 1)
+    )
+    single = pairs.filter(~shared)
+    book.decide_pairs(single["lid"], single["sid"], rule="exact_ref", status=MATCHED)
+    crowded = pairs.filter(shared)
+    if crowded.is_empty():
+        return
+    keys = ["k0", "k1", "k2", "k3"]
+    l_rows = (
+        _rows(led, crowded["lid"].unique())
+        .select("lid", *_LEDGER_ORDER, k0="psp", k1="psp_reference", k2="signed", k3="currency")
+        .sort(_LEDGER_ORDER)
+        .with_columns(rank=pl.int_range(pl.len()).over(keys))
+    )
+    s_rows = (
+        _rows(stl, crowded["sid"].unique())
+        .select(
+            "sid", *_SETTLEMENT_ORDER[:2], k0="psp", k1="movement_reference", k2="amount_minor", k3="currency"
+        )
+        .sort("source_file", "source_row", "k0")
+        .with_columns(rank=pl.int_range(pl.len()).over(keys))
+    )
+    ranked = l_rows.select("lid", *keys, "rank").join(
+        s_rows.select("sid", *keys, "rank"), on=[*keys, "rank"], how="full", coalesce=True
+    )
+    both = _both(ranked)
+    book.decide_pairs(both["lid"], both["sid"], rule="exact_ref", status=MATCHED)
+    first = both.filter(pl.col("rank") == 0).select(*keys, first_l="lid", first_s="sid")
+    surplus = ranked.join(first, on=keys, how="inner")
+    dup_booking = surplus.filter(pl.col("sid").is_null())
+    dup_settlement = surplus.filter(pl.col("lid").is_null())
+    book.decide(LEDGER, dup_booking["lid"], rule="exact_ref", status=EXCEPTION, category="duplicate_booking")
+    book.decide(
+        SETTLEMENT, dup_settlement["sid"], rule="exact_ref", status=EXCEPTION, category="duplicate_settlement"
+    )
+    for side, dups, what in ((LEDGER, dup_booking, "booked"), (SETTLEMENT, dup_settlement, "settled")):
+        if dups.is_empty():
+            continue
         book.note(
-            dup,
-            pl.col("key"),
+            side,
+            dups.with_columns(
+                first_lkey=_lkeys(led, dups["first_l"]), first_skey=_skeys(stl, dups["first_s"])
+            ),
+            pl.col("lid" if side == LEDGER else "sid"),
             rule_nearly_matched="exact_ref",
-            duplicate_of=pl.col("first_l"),
-            settled_by=pl.col("first_s"),
+            duplicate_of=pl.col("first_lkey"),
+            settled_by=pl.col("first_skey"),
             psp_reference=pl.col("k1"),
             signed_amount_minor=pl.col("k2"),
             currency=pl.col("k3"),
             why=f"the same PSP movement {what} more than once",
         )
 
-    # 2. cross_currency: settled in another currency; the PSP reports the amount the player saw
-    #    (presentment) or its own exchange rate, within a tolerance in minor units.
-    rest_l = open_ledger("cross_currency")
-    rest_s = book.remaining(player, "skey")
+
+def _cross_currency(rest_l: pl.DataFrame, rest_s: pl.DataFrame, book: Book, tolerance: int) -> None:
+    """2. cross_currency: settled in another currency; the PSP reports the amount the player saw
+    (presentment) or its own exchange rate, within a tolerance in minor units."""
     fx = rest_s.filter(
         pl.col("presentment_currency").is_not_null() & (pl.col("presentment_currency") != pl.col("currency"))
     )
-    pairs = _pair_by(
-        rest_l,
-        fx,
-        ["psp", "psp_reference", "signed", "currency"],
-        ["psp", "movement_reference", "presentment_amount_minor", "presentment_currency"],
+    both = _both(
+        _pair_by(
+            rest_l,
+            fx,
+            ["psp", "psp_reference", "signed", "currency"],
+            ["psp", "movement_reference", "presentment_amount_minor", "presentment_currency"],
+        )
     )
-    book.add_pairs(
-        pairs.filter(pl.col("lkey").is_not_null() & pl.col("skey").is_not_null()),
-        rule="cross_currency",
-        status="matched",
-    )
-    rest_l = book.remaining(rest_l, "lkey")
-    rated = book.remaining(rest_s, "skey").filter(
+    book.decide_pairs(both["lid"], both["sid"], rule="cross_currency", status=MATCHED)
+    rest_l = book.only_open(rest_l, LEDGER)
+    rated = book.only_open(rest_s, SETTLEMENT).filter(
         pl.col("exchange_rate").is_not_null()
         & pl.col("net_currency").is_not_null()
         & (pl.col("net_currency") != pl.col("currency"))
         & pl.col("presentment_amount_minor").is_null()
     )
-    if not rated.is_empty() and not rest_l.is_empty():
-        scale = (_exponent("net_currency") - _exponent("currency")).replace_strict(
-            {-3: "0.001", -2: "0.01", -1: "0.1", 0: "1", 1: "10", 2: "100", 3: "1000"}, return_dtype=pl.String
+    if rated.is_empty() or rest_l.is_empty():
+        return
+    scale = (_exponent("net_currency") - _exponent("currency")).replace_strict(
+        {-3: "0.001", -2: "0.01", -1: "0.1", 0: "1", 1: "10", 2: "100", 3: "1000"}, return_dtype=pl.String
+    )
+    rated = rated.with_columns(
+        converted=(
+            pl.col("amount_minor").cast(pl.Decimal(38, 0))
+            * pl.col("exchange_rate").str.to_decimal(scale=12)
+            * scale.str.to_decimal(scale=3)
         )
-        rated = rated.with_columns(
-            converted=(
-                pl.col("amount_minor").cast(pl.Decimal(38, 0))
-                * pl.col("exchange_rate").str.to_decimal(scale=12)
-                * scale.str.to_decimal(scale=3)
-            )
-            .round(0)
-            .cast(pl.Int64)
-        )
-        cand = rest_l.join(
+        .round(0)
+        .cast(pl.Int64)
+    )
+    cand = (
+        rest_l.join(
             rated,
             left_on=["psp", "psp_reference", "currency"],
             right_on=["psp", "movement_reference", "net_currency"],
             suffix="_s",
-        ).filter((pl.col("converted") - pl.col("signed")).abs() <= fx_tolerance_minor)
-        cand = cand.unique("lkey", keep="first", maintain_order=True).unique(
-            "skey", keep="first", maintain_order=True
         )
-        book.add_pairs(cand.select("lkey", "skey"), rule="cross_currency", status="matched")
-
-    # 3. split_settlement: one booking settled in several rows (partial captures) that add up to it.
-    rest_l = open_ledger("split_settlement")
-    rest_s = book.remaining(player, "skey")
-    parts = rest_s.group_by("psp", "movement_reference", "currency", "line_kind").agg(
-        settled=pl.col("amount_minor").sum(), rows=pl.len(), skeys=pl.col("skey")
+        .filter((pl.col("converted") - pl.col("signed")).abs() <= tolerance)
+        .sort("lpos", "spos")
     )
-    parts = parts.filter(pl.col("rows") >= 2)
+    cand = cand.unique("lid", keep="first", maintain_order=True).unique(
+        "sid", keep="first", maintain_order=True
+    )
+    book.decide_pairs(cand["lid"], cand["sid"], rule="cross_currency", status=MATCHED)
+
+
+def _split_settlement(rest_l: pl.DataFrame, rest_s: pl.DataFrame, book: Book, window_open: pl.Expr) -> None:
+    """3. split_settlement: one booking settled in several rows (partial captures).
+
+    The parts add up to the booking: one matched group. Fewer so far and the window still open: the
+    booking and its parts wait (pending). Otherwise (the window closed short, or the parts overshoot or
+    have the other sign) the booking and every part are one ``amount_mismatch`` group, each with the
+    booked amount, what was settled, the difference and its counterparts."""
+    keys = ["psp", "movement_reference", "currency", "line_kind"]
+    parts = (
+        rest_s.group_by(keys, maintain_order=True)
+        .agg(settled=pl.col("amount_minor").sum(), parts=pl.len(), sids=pl.col("sid"), skeys=_skey())
+        .filter(pl.col("parts") >= 2)
+    )
     unique_l = rest_l.filter(pl.len().over("psp", "psp_reference", "currency", "line_kind") == 1)
     split = unique_l.join(
-        parts,
-        left_on=["psp", "psp_reference", "currency", "line_kind"],
-        right_on=["psp", "movement_reference", "currency", "line_kind"],
-    )
+        parts, left_on=["psp", "psp_reference", "currency", "line_kind"], right_on=keys
+    ).with_columns(anchor=pl.col("lid").cast(pl.Int64) + book.n_settlement)
+    if split.is_empty():
+        return
     complete = split.filter(pl.col("settled") == pl.col("signed"))
-    members = pl.concat(
-        [
-            complete.select(key="lkey", anchor="lkey"),
-            complete.explode("skeys").select(key="skeys", anchor="lkey"),
-        ]
-    )
-    book.add(
-        members.join(complete.select("lkey", tx="transaction_id"), left_on="anchor", right_on="lkey"),
-        rule="split_settlement",
-        status="matched",
-        match_id=_anchor("anchor"),
-        transaction_id=pl.col("tx"),
-    )
-    # Several parts but fewer than booked so far, inside the window: wait for the rest. (A single part
-    # short of the booking is an amount mismatch until a second part shows it is a split.)
-    short = split.filter(
-        (pl.col("settled").abs() < pl.col("signed").abs())
+    waiting = split.filter(
+        (pl.col("settled") != pl.col("signed"))
+        & (pl.col("settled").abs() < pl.col("signed").abs())
         & (pl.col("settled").sign() == pl.col("signed").sign())
         & window_open
     )
-    waiting = pl.concat([short.select(key="lkey"), short.explode("skeys").select(key="skeys")])
-    book.add(waiting, rule="split_settlement", status="pending")
+    broken = split.join(complete, on="lid", how="anti").join(waiting, on="lid", how="anti")
+    for group, status, category in ((complete, MATCHED, None), (broken, EXCEPTION, "amount_mismatch")):
+        members = group.explode("sids")
+        book.decide(
+            LEDGER,
+            group["lid"],
+            rule="split_settlement",
+            status=status,
+            category=category,
+            anchor=group["anchor"],
+        )
+        book.decide(
+            SETTLEMENT,
+            members["sids"],
+            rule="split_settlement",
+            status=status,
+            category=category,
+            anchor=members["anchor"],
+            tx=members["lid"],
+        )
+    # Several parts but less than booked so far, inside the window: wait for the rest. (A single part
+    # short of the booking is an amount mismatch until a second part shows it is a split.)
+    members = waiting.explode("sids")
+    book.decide(LEDGER, waiting["lid"], rule="split_settlement", status=PENDING)
+    book.decide(SETTLEMENT, members["sids"], rule="split_settlement", status=PENDING)
     book.note(
-        short,
-        pl.col("lkey"),
+        LEDGER,
+        waiting,
+        pl.col("lid"),
         rule_nearly_matched="split_settlement",
         booked_amount_minor=pl.col("signed"),
         settled_so_far_minor=pl.col("settled"),
-        parts=pl.col("rows"),
+        parts=pl.col("parts"),
+    )
+    why = "the parts settled under this reference do not add up to the booking"
+    book.note(
+        LEDGER,
+        broken,
+        pl.col("lid"),
+        rule_nearly_matched="split_settlement",
+        why=why,
+        booked_amount_minor=pl.col("signed"),
+        settled_amount_minor=pl.col("settled"),
+        difference_minor=pl.col("settled") - pl.col("signed"),
+        parts=pl.col("parts"),
+        counterparts=pl.col("skeys"),
+    )
+    broken_parts = broken.with_columns(lkey=_lkey()).explode("sids", "skeys")
+    book.note(
+        SETTLEMENT,
+        broken_parts,
+        pl.col("sids"),
+        rule_nearly_matched="split_settlement",
+        why=why,
+        counterpart=pl.col("lkey"),
+        booked_amount_minor=pl.col("signed"),
+        settled_amount_minor=pl.col("settled"),
+        difference_minor=pl.col("settled") - pl.col("signed"),
+        parts=pl.col("parts"),
+        other_parts=pl.col("skeys"),
     )
 
-    # 4. split_booking: one settlement row for a payment the operator booked in several parts.
-    rest_l = open_ledger("split_booking")
-    rest_s = book.remaining(player, "skey")
-    booked = rest_l.group_by("psp", "psp_reference", "currency", "line_kind").agg(
-        booked=pl.col("signed").sum(), rows=pl.len(), lkeys=pl.col("lkey"), txs=pl.col("transaction_id")
+
+def _split_booking(rest_l: pl.DataFrame, rest_s: pl.DataFrame, book: Book) -> None:
+    """4. split_booking: one settlement row for a payment the operator booked in several parts."""
+    keys = ["psp", "psp_reference", "currency", "line_kind"]
+    booked = (
+        rest_l.group_by(keys, maintain_order=True)
+        .agg(booked=pl.col("signed").sum(), rows=pl.len(), lids=pl.col("lid"))
+        .filter(pl.col("rows") >= 2)
     )
-    booked = booked.filter(pl.col("rows") >= 2)
     unique_s = rest_s.filter(pl.len().over("psp", "movement_reference", "currency", "line_kind") == 1)
     many = booked.join(
         unique_s,
-        left_on=["psp", "psp_reference", "currency", "line_kind", "booked"],
+        left_on=[*keys, "booked"],
         right_on=["psp", "movement_reference", "currency", "line_kind", "amount_minor"],
     )
-    members = pl.concat(
-        [
-            many.select(key="skey", anchor="skey", tx=pl.col("txs").list.first()),
-            many.explode("lkeys", "txs").select(key="lkeys", anchor="skey", tx="txs"),
-        ]
-    )
-    book.add(
-        members,
+    if many.is_empty():
+        return
+    book.decide(
+        SETTLEMENT,
+        many["sid"],
         rule="split_booking",
-        status="matched",
-        match_id=_anchor("anchor"),
-        transaction_id=pl.col("tx"),
+        status=MATCHED,
+        anchor=many["sid"],
+        tx=many["lids"].list.first(),  # the earliest booking, in canonical order
     )
+    members = many.explode("lids")
+    book.decide(LEDGER, members["lids"], rule="split_booking", status=MATCHED, anchor=members["sid"])
 
-    # 5. merchant_ref: no PSP reference booked; the operator's transaction id (or, for refunds and
-    #    chargebacks, their deposit's) is the PSP's merchant reference.
-    for ledger_ref in ("transaction_id", "original_transaction_id"):
-        rest_l = open_ledger("merchant_ref", with_reference=False)
-        if ledger_ref == "original_transaction_id":
-            rest_l = rest_l.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))
-        rest_s = book.remaining(player, "skey")
-        pairs = _pair_by(
-            rest_l,
-            rest_s.rename({"amount_minor": "signed"}),
-            ["psp", ledger_ref, "signed", "currency", "line_kind"],
-            ["psp", "merchant_reference", "signed", "currency", "line_kind"],
-        )
-        book.add_pairs(
-            pairs.filter(pl.col("lkey").is_not_null() & pl.col("skey").is_not_null()),
-            rule="merchant_ref",
-            status="matched",
-        )
 
-    # 6. ref_mismatch: same reference, different amount or currency: an exception pair with the difference.
-    rest_l = open_ledger("ref_mismatch")
-    rest_s = book.remaining(player, "skey")
-    pairs = _pair_by(rest_l, rest_s, ["psp", "psp_reference"], ["psp", "movement_reference"])
-    pairs = pairs.filter(pl.col("lkey").is_not_null() & pl.col("skey").is_not_null())
-    detail = pairs.join(led.select("lkey", l_amt="signed", l_ccy="currency"), on="lkey").join(
-        player.select("skey", s_amt="amount_minor", s_ccy="currency"), on="skey"
+def _ref_mismatch(rest_l: pl.DataFrame, rest_s: pl.DataFrame, book: Book) -> None:
+    """6. ref_mismatch: same reference, different amount or currency: an exception pair with the
+    difference."""
+    pairs = _both(_pair_by(rest_l, rest_s, ["psp", "psp_reference"], ["psp", "movement_reference"]))
+    detail = (
+        pairs.select("lid", "sid")
+        .join(rest_l.select("lid", "transaction_id", l_amt="signed", l_ccy="currency"), on="lid")
+        .join(
+            rest_s.select("sid", "psp", "source_file", "source_row", s_amt="amount_minor", s_ccy="currency"),
+            on="sid",
+        )
+        .with_columns(lkey=_lkey(), skey=_skey())
     )
-    book.add_pairs(
-        detail.filter(pl.col("l_ccy") == pl.col("s_ccy")),
-        rule="ref_mismatch",
-        status="exception",
-        category="amount_mismatch",
-    )
-    book.add_pairs(
-        detail.filter(pl.col("l_ccy") != pl.col("s_ccy")),
-        rule="ref_mismatch",
-        status="exception",
-        category="currency_mismatch",
-    )
-    for side, other in (("lkey", "skey"), ("skey", "lkey")):
+    for same, category in ((True, "amount_mismatch"), (False, "currency_mismatch")):
+        part = detail.filter((pl.col("l_ccy") == pl.col("s_ccy")) == same)
+        book.decide_pairs(part["lid"], part["sid"], rule="ref_mismatch", status=EXCEPTION, category=category)
+    for side, own, other in ((LEDGER, "lid", "skey"), (SETTLEMENT, "sid", "lkey")):
         book.note(
+            side,
             detail,
-            pl.col(side),
+            pl.col(own),
             rule_nearly_matched="exact_ref",
             counterpart=pl.col(other),
             booked_amount_minor=pl.col("l_amt"),
@@ -467,37 +580,42 @@ def reconcile(
             difference_minor=pl.col("s_amt") - pl.col("l_amt"),
         )
 
-    # 7. rows that move no player money: fees and batch rows, then PSP payout <-> bank credit.
-    non_player = stl.filter(~pl.col("line_kind").is_in(list(PLAYER_LINE_KINDS))).rename({"skey": "key"})
-    own_group = _anchor("key")
-    book.add(
-        non_player.filter(pl.col("line_kind") == "fee"), rule="fee_row", status="matched", match_id=own_group
-    )
-    book.add(
-        non_player.filter(pl.col("line_kind").is_in(["balance_transfer", "adjustment"])),
-        rule="batch_row",
-        status="matched",
-        match_id=own_group,
-    )
-    unknown = non_player.filter(pl.col("line_kind") == "other")
-    book.add(unknown, rule="unmatched", status="exception", category="unclassified_row")
+
+def _non_player_rows(stl: pl.DataFrame, book: Book, as_of: dt.date) -> None:
+    """7. Rows that move no player money: fees and batch rows, then PSP payout <-> bank credit
+    (three-way), the bank's own charges."""
+    rows = stl.filter(~pl.col("player"))
+    if rows.is_empty():
+        return
+    for kinds, rule in ((["fee"], "fee_row"), (["balance_transfer", "adjustment"], "batch_row")):
+        own = rows.filter(pl.col("line_kind").is_in(kinds))["sid"]
+        book.decide(SETTLEMENT, own, rule=rule, status=MATCHED, anchor=own)
+    unknown = rows.filter(pl.col("line_kind") == "other")
+    book.decide(SETTLEMENT, unknown["sid"], rule="unmatched", status=EXCEPTION, category="unclassified_row")
     book.note(
+        SETTLEMENT,
         unknown,
-        pl.col("key"),
+        pl.col("sid"),
         why="a row type this platform does not know; classify it",
         psp=pl.col("psp"),
         amount_minor=pl.col("amount_minor"),
     )
 
-    payouts = non_player.filter(pl.col("line_kind") == "merchant_payout").select(
-        skey="key",
+    payouts = rows.filter(pl.col("line_kind") == "merchant_payout").select(
+        "sid",
+        skey=_skey(),
         currency="currency",
         credit=-pl.col("amount_minor"),
         ref="payout_reference",
         pdate="booking_date",
     )
-    credits = non_player.filter(pl.col("line_kind") == "bank_credit").select(
-        bkey="key", currency="currency", credit="amount_minor", text="remittance_info", bdate="booking_date"
+    credits = rows.filter(pl.col("line_kind") == "bank_credit").select(
+        bid="sid",
+        bkey=_skey(),
+        currency="currency",
+        credit="amount_minor",
+        text="remittance_info",
+        bdate="booking_date",
     )
     cand = (
         payouts.join(credits, on=["currency", "credit"])
@@ -509,71 +627,72 @@ def reconcile(
         .sort("skey", "bkey")
     )
     # 1:1: each payout takes its first candidate credit, each credit its first payout.
-    chosen = cand.unique("skey", keep="first", maintain_order=True).unique(
-        "bkey", keep="first", maintain_order=True
+    chosen = cand.unique("sid", keep="first", maintain_order=True).unique(
+        "bid", keep="first", maintain_order=True
     )
-    for side in ("skey", "bkey"):
-        book.add(
-            chosen.with_columns(key=pl.col(side)),
-            rule="payout_bank",
-            status="matched",
-            match_id=_anchor("skey"),
-        )
-    open_payouts = payouts.join(chosen, on="skey", how="anti")
+    book.decide(SETTLEMENT, chosen["sid"], rule="payout_bank", status=MATCHED, anchor=chosen["sid"])
+    book.decide(SETTLEMENT, chosen["bid"], rule="payout_bank", status=MATCHED, anchor=chosen["sid"])
+    open_payouts = payouts.join(chosen, on="sid", how="anti")
     waiting = open_payouts.filter((pl.lit(as_of) - pl.col("pdate")).dt.total_days() <= 3)
-    book.add(waiting.with_columns(key=pl.col("skey")), rule="payout_bank", status="pending")
-    late = open_payouts.join(waiting, on="skey", how="anti").with_columns(key=pl.col("skey"))
-    book.add(late, rule="payout_bank", status="exception", category="missing_in_bank")
+    book.decide(SETTLEMENT, waiting["sid"], rule="payout_bank", status=PENDING)
+    late = open_payouts.join(waiting, on="sid", how="anti")
+    book.decide(SETTLEMENT, late["sid"], rule="payout_bank", status=EXCEPTION, category="missing_in_bank")
     book.note(
+        SETTLEMENT,
         late,
-        pl.col("key"),
+        pl.col("sid"),
         why="no bank statement credit carries this payout within 3 days",
         payout_reference=pl.col("ref"),
         amount_minor=pl.col("credit"),
         currency=pl.col("currency"),
     )
-    book.add(
-        non_player.filter(pl.col("line_kind") == "bank_debit"),
-        rule="bank_charge",
-        status="matched",
-        match_id=own_group,
+    charges = rows.filter(pl.col("line_kind") == "bank_debit")["sid"]
+    book.decide(SETTLEMENT, charges, rule="bank_charge", status=MATCHED, anchor=charges)
+    open_credits = credits.join(chosen, on="bid", how="anti")
+    book.decide(
+        SETTLEMENT, open_credits["bid"], rule="unmatched", status=EXCEPTION, category="missing_in_ledger"
     )
-    open_credits = credits.join(chosen, on="bkey", how="anti").with_columns(key=pl.col("bkey"))
-    book.add(open_credits, rule="unmatched", status="exception", category="missing_in_ledger")
     book.note(
+        SETTLEMENT,
         open_credits,
-        pl.col("key"),
+        pl.col("bid"),
         why="a bank credit that no PSP payout explains",
         remittance_info=pl.col("text"),
         amount_minor=pl.col("credit"),
         currency=pl.col("currency"),
     )
 
-    # 8. what is left: ledger inside the window is pending, after it missing; settlement unmatched.
-    rest_l = book.remaining(led, "lkey")
-    book.add(rest_l.filter(window_open).with_columns(key=pl.col("lkey")), rule="lag_window", status="pending")
-    missing = rest_l.filter(~window_open).with_columns(key=pl.col("lkey"))
-    book.add(missing, rule="lag_window", status="exception", category="missing_in_psp")
+
+def _leftovers(led: pl.DataFrame, stl: pl.DataFrame, book: Book, window_open: pl.Expr, lag_days: int) -> None:
+    """8. What is left: ledger inside the window is pending, after it missing; settlement unmatched."""
+    rest_l = led.filter(book.open_mask(LEDGER)).with_columns(inside=window_open)
+    book.decide(LEDGER, rest_l.filter("inside")["lid"], rule="lag_window", status=PENDING)
+    missing = rest_l.filter(~pl.col("inside"))
+    book.decide(LEDGER, missing["lid"], rule="lag_window", status=EXCEPTION, category="missing_in_psp")
     book.note(
+        LEDGER,
         missing,
-        pl.col("key"),
+        pl.col("lid"),
         why="not settled when the settlement-lag window closed",
         window_closed=(pl.col("business_date") + pl.duration(days=lag_days)).cast(pl.String),
         psp_reference=pl.col("psp_reference"),
         amount_minor=pl.col("signed"),
         currency=pl.col("currency"),
     )
-    rest_s = book.remaining(player, "skey").with_columns(key=pl.col("skey"))
-    book.add(rest_s, rule="unmatched", status="exception", category="missing_in_ledger")
-    candidates = rest_s.join(
-        led.select("transaction_id", cand_key="lkey"),
-        left_on="merchant_reference",
-        right_on="transaction_id",
-        how="left",
+    rest_s = stl.filter(book.open_mask(SETTLEMENT) & stl["player"])
+    book.decide(SETTLEMENT, rest_s["sid"], rule="unmatched", status=EXCEPTION, category="missing_in_ledger")
+    if rest_s.is_empty():
+        return
+    # A booking whose transaction id is the row's merchant reference (probed from the small side).
+    refs = rest_s["merchant_reference"].drop_nulls().unique()
+    bookings = led.filter(pl.col("transaction_id").is_in(refs.implode())).select(
+        "transaction_id", cand_key=_lkey()
     )
+    candidates = rest_s.join(bookings, left_on="merchant_reference", right_on="transaction_id", how="left")
     book.note(
+        SETTLEMENT,
         candidates,
-        pl.col("key"),
+        pl.col("sid"),
         why="settled by the PSP, never booked",
         movement_reference=pl.col("movement_reference"),
         merchant_reference=pl.col("merchant_reference"),
@@ -582,93 +701,226 @@ def reconcile(
         candidate_booking=pl.col("cand_key"),
     )
 
-    decisions = pl.concat([d.select(list(_DECIDED)).cast(_DECIDED) for d in book.decided])  # type: ignore[arg-type]
-    decisions = _overlay_unlinked(decisions, led, book)
-    outcomes = _attach_records(decisions, led, stl)
-    evidence = (
-        pl.concat([e.cast(_EVIDENCE) for e in book.evidence]).unique(  # type: ignore[arg-type]
-            "record_key", keep="last", maintain_order=True
-        )
-        if book.evidence
-        else pl.DataFrame(schema=_EVIDENCE)
-    )
-    return ReconResult(outcomes=outcomes, evidence=evidence)
 
-
-def _overlay_unlinked(decisions: pl.DataFrame, led: pl.DataFrame, book: _Book) -> pl.DataFrame:
+def _overlay_unlinked(led: pl.DataFrame, stl: pl.DataFrame, book: Book) -> None:
     """Refunds, chargebacks and reversals whose deposit is not a booked transaction, and whatever they
     paired with, become ``unlinked_adjustment`` exceptions (the pairing stays visible in the match id)."""
-    unlinked = led.filter(
-        pl.col("kind").is_in(ADJUSTMENT_KINDS)
-        & (
-            pl.col("original_transaction_id").is_null()
-            | ~pl.col("original_transaction_id").is_in(led["transaction_id"].implode())
-        )
+    adjustments = led.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))
+    originals = adjustments["original_transaction_id"].drop_nulls().unique()
+    known = led.filter(pl.col("transaction_id").is_in(originals.implode()))["transaction_id"]
+    unlinked = adjustments.filter(
+        pl.col("original_transaction_id").is_null()
+        | ~pl.col("original_transaction_id").is_in(known.implode())
     )
     if unlinked.is_empty():
-        return decisions
+        return
     book.note(
+        LEDGER,
         unlinked,
-        pl.col("lkey"),
+        pl.col("lid"),
         why="the deposit this adjustment belongs to is not booked",
         original_transaction_id=pl.col("original_transaction_id"),
         kind=pl.col("kind"),
     )
-    keys = unlinked["lkey"].implode()
-    groups = decisions.filter(pl.col("key").is_in(keys) & pl.col("match_id").is_not_null())["match_id"]
-    flag = pl.col("key").is_in(keys) | pl.col("match_id").is_in(groups.implode())
-    partners = decisions.filter(flag & ~pl.col("key").is_in(keys))
-    book.note(
-        partners,
-        pl.col("key"),
-        why="paired with a refund or chargeback whose deposit is not booked",
-        match_id=pl.col("match_id"),
-        rule_id=pl.col("rule_id"),
-    )
-    return decisions.with_columns(
-        status=pl.when(flag).then(pl.lit("exception")).otherwise("status"),
-        category=pl.when(flag).then(pl.lit("unlinked_adjustment")).otherwise("category"),
+    lids = ids_of(unlinked["lid"])
+    groups = np.zeros(book.n_settlement + book.n_ledger, dtype=bool)
+    anchors = book.anchor[LEDGER][lids]
+    groups[anchors[anchors != NO_ANCHOR]] = True
+    flags = []
+    for side in (LEDGER, SETTLEMENT):
+        anchor = book.anchor[side]
+        flag = np.zeros(anchor.size, dtype=bool)
+        has = anchor != NO_ANCHOR
+        flag[has] = groups[anchor[has]]
+        flags.append(flag)
+    partner_l = flags[LEDGER].copy()
+    partner_l[lids] = False
+    flags[LEDGER][lids] = True
+    for side, partners, frame, key in (
+        (LEDGER, partner_l, led, "lid"),
+        (SETTLEMENT, flags[SETTLEMENT], stl, "sid"),
+    ):
+        ids = np.flatnonzero(partners)
+        if ids.size:
+            rows = (
+                _rows(frame, ids)
+                .select(key)
+                .with_columns(
+                    match_id=_match_ids(led, stl, book, book.anchor[side][ids]),
+                    rule_id=pl.Series(np.asarray(RULES)[book.rule[side][ids]]),
+                )
+            )
+            book.note(
+                side,
+                rows,
+                pl.col(key),
+                why="paired with a refund or chargeback whose deposit is not booked",
+                match_id=pl.col("match_id"),
+                rule_id=pl.col("rule_id"),
+            )
+    for side in (LEDGER, SETTLEMENT):
+        book.status[side][flags[side]] = EXCEPTION
+        book.category[side][flags[side]] = CATEGORIES.index("unlinked_adjustment")
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def _lkeys(led: pl.DataFrame, lids: pl.Series) -> pl.Series:
+    return ("ledger:" + led["transaction_id"].gather(lids)).alias("lkey")
+
+
+def _skeys(stl: pl.DataFrame, sids: pl.Series) -> pl.Series:
+    return _gathered(stl, sids).select(_skey()).to_series().alias("skey")
+
+
+def _gathered(stl: pl.DataFrame, sids: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame(
+        {c: stl[c].gather(sids) for c in ("psp", "source_file", "source_row")},
     )
 
 
-def _attach_records(decisions: pl.DataFrame, led: pl.DataFrame, stl: pl.DataFrame) -> pl.DataFrame:
-    ledger_rows = led.select(
-        key="lkey",
+def _match_ids(led: pl.DataFrame, stl: pl.DataFrame, book: Book, anchors: np.ndarray) -> pl.Series:
+    """``M-`` and the anchor record's key without its record prefix (for a few records)."""
+    frame = _anchor_columns(led, stl, book, anchors)
+    return frame.select(_match_id_expr()).to_series()
+
+
+def _anchor_columns(
+    led: pl.DataFrame, stl: pl.DataFrame, book: Book, anchors: np.ndarray, names: _Names | None = None
+) -> pl.DataFrame:
+    """The columns a match id is made of, for each anchor code: the anchor settlement row's psp, file
+    and row, or the anchor ledger record's transaction id."""
+    names = names or _Names(led, stl)
+    sid = _where(anchors, (anchors != NO_ANCHOR) & (anchors < book.n_settlement))
+    lid = _where(anchors - book.n_settlement, anchors >= book.n_settlement)
+    return pl.DataFrame(
+        {
+            "m_psp": names.s_psp.gather(sid),
+            "m_file": names.s_file.gather(sid),
+            "m_row": stl["source_row"].gather(sid),
+            "m_tx": led["transaction_id"].gather(lid),
+        }
+    )
+
+
+class _Names:
+    """PSP and file names as Enums over their sorted distinct values: gathering them moves one byte or
+    two per row instead of a string, and their physical codes sort like the names."""
+
+    def __init__(self, led: pl.DataFrame, stl: pl.DataFrame) -> None:
+        psps = pl.concat([led["psp"], stl["psp"]]).unique().drop_nulls().sort()
+        files = stl["source_file"].unique().drop_nulls().sort()
+        self.l_psp = led["psp"].cast(pl.Enum(psps))
+        self.s_psp = stl["psp"].cast(pl.Enum(psps))
+        self.s_file = stl["source_file"].cast(pl.Enum(files))
+
+
+def _where(ids: np.ndarray, valid: np.ndarray) -> pl.Series:
+    """Row ids where ``valid``, nulls elsewhere (gathering a null id gives a null)."""
+    return pl.DataFrame({"i": ids, "v": valid}).select(pl.when("v").then("i")).to_series()
+
+
+def _match_id_expr() -> pl.Expr:
+    on_settlement = pl.concat_str(
+        [
+            pl.lit("M-"),
+            pl.col("m_psp"),
+            pl.lit(":"),
+            pl.col("m_file"),
+            pl.lit(":"),
+            pl.col("m_row").cast(pl.String),
+        ]
+    )
+    return (
+        pl.when(pl.col("m_row").is_not_null())
+        .then(on_settlement)
+        .otherwise(pl.concat_str([pl.lit("M-"), pl.col("m_tx")]))
+        .alias("match_id")
+    )
+
+
+def _codes(column: str, names: Sequence[str | None]) -> pl.Expr:
+    return pl.col(column).replace_strict(dict(enumerate(names)), return_dtype=pl.String)
+
+
+def _rank(codes: pl.Series) -> np.ndarray:
+    """Sort rank of an Enum over sorted names (its physical code), nulls first."""
+    return codes.to_physical().cast(pl.Int64).fill_null(-1).to_numpy() + 1
+
+
+def _outcome_plan(led: pl.DataFrame, stl: pl.DataFrame, book: Book) -> pl.LazyFrame:
+    """The outcome rows as a lazy plan over compact columns, in a canonical order: ledger records by
+    (psp, transaction_id), then settlement rows by (psp, source_file, source_row)."""
+    names = _Names(led, stl)
+    by_tx = ids_of(led["transaction_id"].arg_sort(nulls_last=False))
+    l_order = by_tx[np.argsort(_rank(names.l_psp)[by_tx].astype(np.uint16), kind="stable")]
+    group = _rank(names.s_psp) * (len(names.s_file.dtype.categories) + 1) + _rank(names.s_file)  # type: ignore[attr-defined]
+    rows = stl["source_row"].fill_null(-1).to_numpy()
+    if rows.size and rows.min() >= -1 and rows.max() < 2**31 and group.max() < 2**31:
+        s_order = ids_of(pl.Series((group << 32) + rows + 1).arg_sort())
+    else:
+        s_order = np.lexsort((rows, group))
+    ledger = pl.DataFrame(
+        {
+            "transaction_id": led["transaction_id"].gather(l_order),
+            "psp": names.l_psp.gather(l_order),
+            "business_date": led["business_date"].gather(l_order),
+            "status": book.status[LEDGER][l_order],
+            "rule": book.rule[LEDGER][l_order],
+            "category": book.category[LEDGER][l_order],
+        }
+    ).hstack(_anchor_columns(led, stl, book, book.anchor[LEDGER][l_order], names))
+    tx_of = book.tx[s_order]
+    settlement = pl.DataFrame(
+        {
+            "transaction_id": led["transaction_id"].gather(_where(tx_of, tx_of != NO_ANCHOR)),
+            "psp": names.s_psp.gather(s_order),
+            "source_file": names.s_file.gather(s_order),
+            "source_row": stl["source_row"].gather(s_order),
+            "business_date": stl["booking_date"].gather(s_order),
+            "status": book.status[SETTLEMENT][s_order],
+            "rule": book.rule[SETTLEMENT][s_order],
+            "category": book.category[SETTLEMENT][s_order],
+        }
+    ).hstack(_anchor_columns(led, stl, book, book.anchor[SETTLEMENT][s_order], names))
+    decided = {
+        "psp": pl.col("psp").cast(pl.String),
+        "status": _codes("status", STATUSES),
+        "match_id": _match_id_expr(),
+        "rule_id": _codes("rule", RULES),
+        "exception_category": _codes("category", CATEGORIES),
+    }
+    ledger_plan = ledger.lazy().with_columns(
+        record_key=_lkey(),
         record=pl.lit("ledger"),
-        transaction_id_rec="transaction_id",
-        psp="psp",
         source_file=pl.lit(None, pl.String),
         source_row=pl.lit(None, pl.Int64),
-        business_date="business_date",
+        **decided,
     )
-    settlement_rows = stl.select(
-        key="skey",
+    settlement_plan = settlement.lazy().with_columns(
+        record_key=_skey(),
         record=pl.lit("settlement"),
-        transaction_id_rec=pl.lit(None, pl.String),
-        psp="psp",
-        source_file="source_file",
-        source_row="source_row",
-        business_date="booking_date",
+        source_file=pl.col("source_file").cast(pl.String),
+        **decided,
     )
-    records = pl.concat([ledger_rows, settlement_rows])
-    counts = decisions.group_by("key").len()
-    twice = counts.filter(pl.col("len") > 1)
-    if not twice.is_empty():  # every record must be decided by exactly one rule
-        raise AssertionError(f"records decided twice: {twice['key'].head(5).to_list()}")
-    joined = records.join(decisions, on="key", how="left")
-    missing = joined.filter(pl.col("status").is_null())
-    if not missing.is_empty():
-        raise AssertionError(f"records without an outcome: {missing['key'].head(5).to_list()}")
-    return joined.select(
-        record_key="key",
-        record="record",
-        transaction_id=pl.coalesce("transaction_id_rec", "transaction_id"),
-        psp="psp",
-        source_file="source_file",
-        source_row="source_row",
-        status="status",
-        match_id="match_id",
-        rule_id="rule_id",
-        exception_category="category",
-        business_date="business_date",
-    ).sort("record", "psp", "source_file", "source_row", "transaction_id", nulls_last=False)
+    columns = ["record_key", *OUTCOME_SCHEMA]
+    return pl.concat([ledger_plan.select(columns), settlement_plan.select(columns)])
+
+
+def _evidence(led: pl.DataFrame, stl: pl.DataFrame, book: Book) -> pl.DataFrame:
+    """Evidence per record (the last note wins), keyed by record key, in record-key order."""
+    if not book.evidence:
+        return pl.DataFrame(schema=_EVIDENCE)
+    notes = pl.concat([e.cast(EVIDENCE_PARTS) for e in book.evidence]).unique(  # type: ignore[arg-type]
+        ["side", "id"], keep="last", maintain_order=True
+    )
+    parts = []
+    for side in (LEDGER, SETTLEMENT):
+        mine = notes.filter(pl.col("side") == side)
+        if mine.is_empty():
+            continue
+        ids = mine["id"]
+        key = _lkeys(led, ids) if side == LEDGER else _skeys(stl, ids)
+        parts.append(pl.DataFrame({"record_key": key, "evidence": mine["evidence"]}))
+    return pl.concat(parts).sort("record_key")
