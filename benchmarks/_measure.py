@@ -1,4 +1,4 @@
-"""Run a callable in a fresh subprocess and report its wall time and the process's peak RSS.
+"""Run a callable in a fresh subprocess and report its wall time, CPU time and the process's peak RSS.
 
 Benchmarks compare a candidate with a baseline measured the same way in the same run, so the ratio
 is what matters; absolute numbers depend on the machine.
@@ -17,11 +17,11 @@ import importlib, json, resource, sys, time
 module, func, arg = sys.argv[1], sys.argv[2], sys.argv[3]
 fn = getattr(importlib.import_module(module), func)
 fn(arg, warmup=True)
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), time.process_time()
 result = fn(arg, warmup=False)
-elapsed = time.perf_counter() - started
+elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": elapsed, "peak_mib": peak_kib / 1024, "result": result}))
+print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "peak_mib": peak_kib / 1024, "result": result}))
 """
 
 
@@ -30,6 +30,8 @@ class Measurement:
     seconds: float
     peak_mib: float
     result: object
+    #: CPU time of the process (all threads): steadier than wall time on a shared machine.
+    cpu_seconds: float = 0.0
 
 
 def measure(module: str, func: str, arg: str, *, repeat: int = 3) -> Measurement:
@@ -51,7 +53,7 @@ def measure(module: str, func: str, arg: str, *, repeat: int = 3) -> Measurement
         if done.returncode != 0:
             raise RuntimeError(f"{module}.{func} failed:\n{done.stderr}")
         data = json.loads(done.stdout.strip().splitlines()[-1])
-        m = Measurement(data["seconds"], data["peak_mib"], data["result"])
+        m = Measurement(data["seconds"], data["peak_mib"], data["result"], data["cpu_seconds"])
         if best is None or m.seconds < best.seconds:
             best = m
     assert best is not None

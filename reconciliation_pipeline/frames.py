@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandera.polars as pa
 import polars as pl
+from pandera.api.polars.types import PolarsData
 
 UTC_TS = pl.Datetime("us", "UTC")
 
@@ -160,7 +161,16 @@ class SettlementLineModel(pa.DataFrameModel):
 
     class Config:
         strict = False
-        unique = ["file_sha256", "source_row"]  # noqa: RUF012 - pandera reads a list
+
+    @pa.dataframe_check(error="(file_sha256, source_row) must be unique: one line per file and data row")
+    @classmethod
+    def one_line_per_file_row(cls, data: PolarsData) -> pl.LazyFrame:
+        """Row-wise uniqueness of (file_sha256, source_row), the same result as pandera's ``unique``
+        option; a parser's frame is one file, where hashing the integer row alone is exact and cheap."""
+        lf = data.lazyframe
+        files = lf.select(pl.col("file_sha256").n_unique()).collect().item()
+        key = pl.col("source_row") if files <= 1 else pl.struct("file_sha256", "source_row")
+        return lf.select((~key.is_duplicated()).alias("unique"))
 
 
 class LedgerModel(pa.DataFrameModel):

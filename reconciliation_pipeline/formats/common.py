@@ -102,8 +102,11 @@ def read_csv_strings(
         )
     cols = list(dict.fromkeys([*required, *used]))
     cols = [c for c in cols if c in frame.columns]
+    # Polars reads an empty field as null already; only a quoted "" stays an empty string. Rewriting a
+    # column costs a copy, so only the columns that have one are rewritten.
+    has_empty = frame.select([(pl.col(c) == "").any().alias(c) for c in cols]).row(0, named=True)
     return frame.with_columns(
-        [pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in cols]
+        [pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in cols if has_empty[c]]
         + [pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW)]
     )
 
@@ -265,11 +268,12 @@ def amounts_to_minor(
         if cur not in exps:
             mapping = currency_exponents(frame, cur, source_file)
             exps[cur] = pl.col(f"__exp__{cur}")
-            frame = frame.with_columns(
-                pl.col(cur)
-                .replace_strict(mapping, default=None, return_dtype=pl.Int64)
-                .alias(f"__exp__{cur}")
-            )
+            if len(mapping) == 1:  # the usual case, one currency per column: no per-row lookup
+                only = next(iter(mapping.values()))
+                exp_expr = pl.when(pl.col(cur).is_not_null()).then(pl.lit(only, pl.Int64))
+            else:
+                exp_expr = pl.col(cur).replace_strict(mapping, default=None, return_dtype=pl.Int64)
+            frame = frame.with_columns(exp_expr.alias(f"__exp__{cur}"))
     empty = [field for field, _ in specs if frame.get_column(field).null_count() == frame.height]
     # An all-empty column (common: the unused debit or credit side) needs no parsing.
     frame = frame.with_columns([pl.lit(None, pl.Int64).alias(minor_col(field)) for field in empty])

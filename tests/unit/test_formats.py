@@ -1377,3 +1377,14 @@ def test_vectorised_minor_units_equal_decimal_reference(texts: list[str], ccy: s
             if len(whole) > 14:
                 expected = None
         assert value == expected, (text, ccy, value, expected)
+
+
+def test_settlement_line_contract_refuses_a_repeated_file_row_and_allows_it_across_files() -> None:
+    import pandera.errors
+
+    one = adyen.parse(ADYEN_EXAMPLE.encode(), "sdr.csv")
+    other_file = one.with_columns(pl.lit("f" * 64).alias("file_sha256"))
+    assert frames.SettlementLineModel.validate(pl.concat([one, other_file])).height == 2 * one.height
+    for frame in (pl.concat([one, one.head(1)]), pl.concat([one, other_file, other_file.tail(1)])):
+        with pytest.raises(pandera.errors.SchemaError, match="must be unique"):
+            frames.SettlementLineModel.validate(frame)
