@@ -268,6 +268,7 @@ def amounts_to_minor(
         if cur not in exps:
             mapping = currency_exponents(frame, cur, source_file)
             exps[cur] = pl.col(f"__exp__{cur}")
+            exp_expr: pl.Expr
             if len(mapping) == 1:  # the usual case, one currency per column: no per-row lookup
                 only = next(iter(mapping.values()))
                 exp_expr = pl.when(pl.col(cur).is_not_null()).then(pl.lit(only, pl.Int64))
