@@ -17,6 +17,7 @@ from rich.console import Console
 
 from partner_api.cli import app as partners_app
 
+from .cli_audit import audit_app, exceptions_app
 from .settings import Settings, dagster_home
 
 app = typer.Typer(
@@ -25,9 +26,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 outcomes_app = typer.Typer(help="The outcome export.", no_args_is_help=True)
-audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(outcomes_app, name="outcomes")
-app.add_typer(audit_app, name="audit")
+app.add_typer(audit_app, name="audit")  # cli_audit.py
+app.add_typer(exceptions_app, name="exceptions")  # cli_audit.py
 app.add_typer(partners_app, name="partners")  # partner_api/cli.py
 
 console = Console()
@@ -189,22 +190,6 @@ def outcomes_export(
     db.migrate(engine)
     frame = write_export(engine, out, format_.value)
     console.print(f"Wrote {frame.height} outcomes to {out}")
-
-
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the whole hash chain; exit 1 naming the first bad event."""
-    from .store import audit, db
-
-    settings = _settings()
-    engine = db.make_engine(settings.db_url)
-    db.migrate(engine)
-    result = audit.verify_chain(engine)
-    if result.ok:
-        console.print(f"[green]Audit chain intact[/green]: {result.count} events, head {result.head_hash}")
-        return
-    err.print(f"[red]Audit chain broken at event seq {result.first_bad_seq}[/red]: {result.reason}")
-    raise typer.Exit(1)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from .matching import ReconResult, reconcile
 from .matching.accuracy import Accuracy, measure, read_truth
 from .settings import Settings
 from .store import db, service
+from .store.anchors import anchor_on_commit, anchors_path
 from .telemetry import current_ids, step_span
 
 PART = "part-0.parquet"
@@ -113,6 +114,11 @@ def run_reconciliation(lake: Lake, day: dt.date, settings: Settings) -> ReconRes
         return result
 
 
+def _run_id(chain: dict[str, object]) -> str | None:
+    run_id = chain.get("run_id")
+    return None if run_id is None else str(run_id)
+
+
 def publish_outcomes(
     lake: Lake, engine: Engine, day: dt.date, *, chain: dict[str, object], actor: str
 ) -> service.ApplyResult:
@@ -130,6 +136,8 @@ def publish_outcomes(
         # audit events carry the payment's trace id; batch events (and records of no known payment)
         # the trace id of this publish span
         run_trace, _ = current_ids()
+        # once committed, the chain's head is anchored in the lake (audit/anchors.jsonl)
+        anchor_on_commit(session, anchors_path(lake.root), run_id=_run_id(chain))
         if ledger is not None and ledger.height:
             service.upsert_transactions(session, ledger, chain=chain, actor=actor, trace_id=run_trace)
         if lines is not None and lines.height:

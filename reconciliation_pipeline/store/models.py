@@ -220,6 +220,9 @@ class ExceptionItem(Base):
     resolution_note: Mapped[str | None] = mapped_column(Text)
     resolved_by: Mapped[str | None] = mapped_column(String(255))
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # What the operator relied on when resolving (documents by SHA-256, references); the matcher's
+    # ``evidence`` above is kept as it was (migration 0002).
+    resolution_evidence: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
 
 class AuditEvent(Base):

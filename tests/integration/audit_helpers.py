@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-
 SQLITE_TRIGGER_NAMES = ("audit_events_no_update", "audit_events_no_delete")
 
 
@@ -25,9 +24,13 @@ def as_superuser(engine: Engine) -> Iterator[Connection]:
             conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
             yield conn
             return
-        saved = conn.exec_driver_sql(
-            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'"
-        ).scalars().all()
+        saved = (
+            conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'"
+            )
+            .scalars()
+            .all()
+        )
         for name in SQLITE_TRIGGER_NAMES:
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
         yield conn

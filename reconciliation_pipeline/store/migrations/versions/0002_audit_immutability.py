@@ -14,6 +14,8 @@ PostgreSQL:
   migrations create (default privileges). Production logs in as a role that is a member of it
   (``CREATE ROLE recon_pipeline LOGIN PASSWORD ... IN ROLE recon_app``); see ``docs/audit.md``.
 
+Both: ``exceptions.resolution_evidence`` keeps what an operator relied on when resolving.
+
 SQLite: ``BEFORE UPDATE`` and ``BEFORE DELETE`` triggers on ``audit_events`` that ``RAISE(ABORT)``
 (SQLite has no ``TRUNCATE``; ``DELETE`` without ``WHERE`` fires the trigger too).
 
@@ -43,6 +45,7 @@ APP_ROLE_ENV = "RECON_DB_APP_ROLE"
 DEFAULT_APP_ROLE = "recon_app"
 JSON_COLUMNS = ("inputs", "chain", "outcome")
 REFUSED = "audit_events is append-only"
+JSON_T = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def app_role() -> str:
@@ -144,6 +147,7 @@ def _pg_json_columns() -> None:
 
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
+    op.add_column("exceptions", sa.Column("resolution_evidence", JSON_T, nullable=True))
     if dialect == "postgresql":
         _pg_json_columns()
         op.execute(PG_TRIGGERS)
@@ -172,3 +176,5 @@ def downgrade() -> None:
     elif dialect == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS audit_events_no_update")
         op.execute("DROP TRIGGER IF EXISTS audit_events_no_delete")
+    with op.batch_alter_table("exceptions") as batch:
+        batch.drop_column("resolution_evidence")
