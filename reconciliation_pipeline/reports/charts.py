@@ -26,13 +26,18 @@ def _empty(title: str, message: str) -> str:
     )
 
 
-def _legend(names: Sequence[str], colours: Sequence[str], y: float) -> list[str]:
-    parts, x = [], 0.0
+def _legend(names: Sequence[str], colours: Sequence[str]) -> tuple[list[str], float]:
+    """Legend entries wrapped into rows across the chart's width; returns the marks and their height."""
+    parts: list[str] = []
+    x, y = 0.0, 14.0
     for name, colour in zip(names, colours, strict=True):
+        width = 26 + 7.2 * len(name)
+        if x > 0 and x + width > WIDTH:
+            x, y = 0.0, y + 18
         parts.append(f'<rect x="{x:.1f}" y="{y - 10:.1f}" width="12" height="12" fill="{colour}"/>')
         parts.append(f'<text x="{x + 16:.1f}" y="{y:.1f}" class="legend">{escape(name)}</text>')
-        x += 26 + 7.2 * len(name)
-    return parts
+        x += width
+    return parts, y + 8
 
 
 def _polyline(points: list[str], colour: str) -> str:
@@ -53,7 +58,8 @@ def bar_chart(
     if not labels or max(totals, default=0) <= 0:
         return _empty(title, empty_message)
     colours = list(colours or PALETTE[: len(series)])
-    left, right, top, row = 170.0, 70.0, 34.0, 26.0
+    legend, legend_height = _legend([name for name, _ in series], colours) if len(series) > 1 else ([], 0.0)
+    left, right, top, row = 170.0, 70.0, legend_height + 10, 26.0
     height = top + row * len(labels) + 12
     plot = WIDTH - left - right
     scale = plot / max(totals)
@@ -61,8 +67,7 @@ def bar_chart(
         f'<svg class="chart" role="img" aria-label="{escape(title)}" width="{WIDTH}" height="{height:.0f}" '
         f'viewBox="0 0 {WIDTH} {height:.0f}"><title>{escape(title)}</title>'
     ]
-    if len(series) > 1:
-        parts += _legend([name for name, _ in series], colours, 14)
+    parts += legend
     for i, name in enumerate(labels):
         y = top + i * row
         parts.append(
@@ -101,7 +106,10 @@ def line_chart(
     """Lines over categorical x (dates); ``None`` leaves a gap. Values are clipped to [y_min, y_max]."""
     if not x_labels or all(v is None for _, values in series for v in values):
         return _empty(title, empty_message)
-    left, right, top, bottom, height = 60.0, 20.0, 34.0, 46.0, 260.0
+    colours = PALETTE[: len(series)]
+    legend, legend_height = _legend([name for name, _ in series], colours)
+    left, right, top, bottom = 60.0, 44.0, legend_height + 12, 46.0
+    height = top + 180.0 + bottom
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
     step = plot_w / max(len(x_labels) - 1, 1)
 
@@ -129,21 +137,20 @@ def line_chart(
                 f'<text x="{x:.1f}" y="{height - bottom + 18:.1f}" text-anchor="middle" class="axis">'
                 f"{escape(name)}</text>"
             )
-    colours = PALETTE[: len(series)]
-    parts += _legend([name for name, _ in series], colours, 14)
+    parts += legend
     for (name, values), colour in zip(series, colours, strict=True):
         segment: list[str] = []
-        for i, v in enumerate(values):
-            if v is None:
+        for i, value in enumerate(values):
+            if value is None:
                 if len(segment) > 1:
                     parts.append(_polyline(segment, colour))
                 segment = []
                 continue
-            x, y = xy(i, v)
+            x, y = xy(i, value)
             segment.append(f"{x:.1f},{y:.1f}")
             parts.append(
                 f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
-                f"<title>{escape(x_labels[i])} · {escape(name)}: {value_format(v)}</title></circle>"
+                f"<title>{escape(x_labels[i])} · {escape(name)}: {value_format(value)}</title></circle>"
             )
         if len(segment) > 1:
             parts.append(_polyline(segment, colour))

@@ -179,11 +179,11 @@ def _kpis(headline: dict[str, Any]) -> str:
 
 def render_html(data: ReportData, headline: dict[str, Any], *, generated_at: dt.datetime) -> str:
     figures = [
-        _status_by_psp(data["summary"]),
-        _exceptions_by_category(data["exceptions"]),
-        _ageing(data["ageing"]),
-        _accuracy(data["accuracy"]),
-        _fee_rates(data["fees"]),
+        ("Records of the date by status, per PSP", _status_by_psp(data["summary"])),
+        ("Exceptions of the date by category", _exceptions_by_category(data["exceptions"])),
+        ("Open exceptions by age and category", _ageing(data["ageing"])),
+        ("Auto-match rate and accuracy per business date", _accuracy(data["accuracy"])),
+        ("Effective fee rate over 7 days (basis points of captured volume)", _fee_rates(data["fees"])),
     ]
     warnings = "".join(
         f'<p class="warning">{records} {escape(record)} record(s) of {escape(psp)} have no amount in the '
@@ -195,7 +195,9 @@ def render_html(data: ReportData, headline: dict[str, Any], *, generated_at: dt.
         f"{table(data[name])}</section>"
         for name, view in VIEW_LAYOUT.items()
     )
-    charts_html = "".join(f"<figure>{svg}</figure>" for svg in figures)
+    charts_html = "".join(
+        f"<figure><figcaption>{escape(title)}</figcaption>{svg}</figure>" for title, svg in figures
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
