@@ -13,12 +13,10 @@ from sqlalchemy.engine import Engine
 
 from . import metrics
 from . import reports
-from . import reports
 from .frames import LANDED_SCHEMA, LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform, empty
 from .ingest import parsed_lines
 from .lake import Lake, atomic_write_parquet
 from .matching import ReconResult, reconcile
-from .matching.accuracy import Accuracy, measure, read_truth
 from .matching.accuracy import Accuracy, measure, read_truth
 from .settings import Settings
 from .store import db, service
