@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import polars as pl
 from sqlalchemy.engine import Engine
 
-from . import metrics
-from . import reports
+from . import metrics, reports
 from .frames import LANDED_SCHEMA, LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform, empty
 from .ingest import parsed_lines
 from .lake import Lake, atomic_write_parquet
