@@ -3,6 +3,7 @@ real PostgreSQL), the app over them, and helpers to create partners, keys and tr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -187,3 +188,65 @@ def build_api(settings: Settings) -> Iterator[Api]:
 @pytest.fixture
 def api(store_urls: tuple[str, str], tmp_path: Path) -> Iterator[Api]:
     yield from build_api(make_settings(tmp_path, *store_urls))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_server(settings: Settings, *, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """``uvicorn partner_api.main:app`` in a subprocess on 127.0.0.1 with these settings; yields its URL."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECON_DATA_DIR": str(settings.data_dir),
+        "RECON_DATABASE_URL": settings.db_url,
+        "RECON_SANDBOX_DATABASE_URL": settings.sandbox_db_url,
+        "RECON_SANDBOX_DATA_DIR": str(settings.sandbox_data_path),
+        "RECON_API_RATE_PER_S": str(settings.api_rate_per_s),
+        "RECON_API_BURST": str(settings.api_burst),
+        "RECON_LOG_LEVEL": "WARNING",
+        **({"RECON_REDIS_URL": settings.redis_url} if settings.redis_url else {}),
+        **(extra_env or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "partner_api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                if httpx.get(f"{url}/v1/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not become ready within 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
