@@ -1,0 +1,228 @@
+"""Operators' flows through Dagster's own API, on demo data in a real instance and a real SQLite store.
+
+* A run broken mid-way (the outcome store refuses the publication's INSERTs while a fault file exists)
+  is re-executed from failure with ``ReexecutionOptions.from_failure``: the outcomes equal those of a
+  clean run, and the audit trail shows the failed attempt and the re-execution.
+* A blocking Great Expectations check (row-count reconciliation) stops publication when the matcher
+  loses a record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+import sqlalchemy.exc
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+
+from reconciliation_pipeline.defs.assets import ASSETS, OUTCOMES_SUITE_CHECK
+from reconciliation_pipeline.defs.jobs import reconcile_job
+from reconciliation_pipeline.defs.resources import ReconResource
+from reconciliation_pipeline.demo.generator import DemoConfig, generate
+from reconciliation_pipeline.ingest import ingest_file
+from reconciliation_pipeline.lake import Lake
+from reconciliation_pipeline.landing import land_jsonl
+from reconciliation_pipeline.store import db, service
+from reconciliation_pipeline.store.models import AuditEvent
+
+START = dt.date(2026, 3, 2)
+DAY = dt.date(2026, 3, 4)  # a date with matches, pendings and exceptions in the demo data
+WRITES_OUTCOMES = re.compile(r'^\s*INSERT\b[^(]*\bINTO\s+"?outcomes"?\s', re.IGNORECASE)
+INJECTED = "permission denied for table outcomes (injected fault)"
+
+
+def make_demo_lake(root: Path, *, days: int = 3, per_day: int = 40, seed: int = 5) -> Path:
+    """Demo data landed and ingested the way `recon demo` does it; returns the data folder."""
+    data = root / "data"
+    lake = Lake(data)
+    lake.ensure()
+    manifest = generate(data / "demo-input", DemoConfig(seed=seed, days=days, transactions_per_day=per_day))
+    land_jsonl(manifest.events_file, lake=lake, tz="Europe/Malta")
+    engine = db.make_engine(f"sqlite:///{data / 'recon.db'}")
+    db.migrate(engine)
+    try:
+        for psp, files in sorted(manifest.settlement_files.items()):
+            for path in files:
+                ingest_file(path, psp=psp, lake=lake, engine=engine, actor="test")
+    finally:
+        engine.dispose()
+    return data
+
+
+class StoreWithFault(ReconResource):
+    """The real resource; while ``fault_file`` exists its store engine refuses INSERTs into ``outcomes``,
+    in the middle of the publication transaction (ledger and settlement rows are already written in it)."""
+
+    fault_file: str = ""
+
+    @cached_property
+    def engine(self) -> Engine:
+        engine = db.make_engine(self.settings.db_url)
+        db.migrate(engine)
+        fault = Path(self.fault_file)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _refuse(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+            if fault.exists() and WRITES_OUTCOMES.match(statement):
+                raise sqlalchemy.exc.ProgrammingError(statement, None, Exception(INJECTED))
+
+        return engine
+
+
+def faulty_job() -> dg.JobDefinition:
+    defs = dg.Definitions(
+        assets=ASSETS, jobs=[reconcile_job], resources={"recon": StoreWithFault.configure_at_launch()}
+    )
+    return defs.resolve_job_def(reconcile_job.name)
+
+
+def _run_config(data: Path, db_file: Path, fault_file: Path) -> dict[str, Any]:
+    return {
+        "execution": {"config": {"in_process": {}}},
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        "resources": {
+            "recon": {
+                "config": {
+                    "data_dir": str(data),
+                    "database_url": f"sqlite:///{db_file}",
+                    "fault_file": str(fault_file),
+                }
+            }
+        },
+    }
+
+
+def _stored(db_file: Path) -> tuple[pl.DataFrame, list[AuditEvent]]:
+    engine = db.make_engine(f"sqlite:///{db_file}")
+    try:
+        with db.session_scope(engine) as session:
+            export = service.export_outcomes(session).sort(
+                "record", "transaction_id", "source_file", "source_row"
+            )
+            events = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
+            session.expunge_all()
+    finally:
+        engine.dispose()
+    return export, events
+
+
+def _steps(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> set[str]:
+    records = instance.get_records_for_run(run_id, of_type=kind).records
+    return {r.event_log_entry.step_key or "" for r in records}
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo_lake(tmp_path_factory.mktemp("ops"))
+
+
+def test_a_failed_partition_re_executed_from_failure_equals_a_clean_run(
+    demo_data: Path, tmp_path: Path
+) -> None:
+    partition = {"dagster/partition": DAY.isoformat()}
+    fault = tmp_path / "store-refuses-writes"
+    never = tmp_path / "no-fault"
+    clean_db, faulty_db = tmp_path / "clean.db", tmp_path / "faulty.db"
+    job = dg.reconstructable(faulty_job)
+    with dg.instance_for_test() as instance:
+        with dg.execute_job(
+            job, instance, run_config=_run_config(demo_data, clean_db, never), tags=partition
+        ) as r:
+            assert r.success
+        fault.touch()
+        with dg.execute_job(
+            job, instance, run_config=_run_config(demo_data, faulty_db, fault), tags=partition
+        ) as r:
+            assert not r.success
+            failed_run = r.run_id
+        # Mid-way: everything up to the matching succeeded, publication failed, what follows never ran.
+        assert {"landed_transactions", "settlement_lines", "bank_statements", "reconciliation"} <= _steps(
+            instance, failed_run, dg.DagsterEventType.STEP_SUCCESS
+        )
+        assert _steps(instance, failed_run, dg.DagsterEventType.STEP_FAILURE) == {"outcomes"}
+        # A non-transient error is not retried by the retry policy: one attempt, at once.
+        assert not _steps(instance, failed_run, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+        assert "exceptions" not in _steps(instance, failed_run, dg.DagsterEventType.STEP_SUCCESS)
+        half, _ = _stored(faulty_db)
+        assert half.is_empty(), "the failed publication must leave nothing behind"
+
+        fault.unlink()  # the operator fixes the store, then re-executes from failure
+        options = dg.ReexecutionOptions.from_failure(failed_run, instance)
+        # execute_job does not carry the parent's tags over (the UI's "Re-execute from failure" does):
+        # the partition is passed again.
+        with dg.execute_job(job, instance, reexecution_options=options, tags=partition) as r:
+            assert r.success
+            again = r.run_id
+        rerun = instance.get_run_by_id(again)
+        assert rerun is not None and rerun.parent_run_id == failed_run
+        assert rerun.tags.get("dagster/partition") == DAY.isoformat()
+        # Only the failed step and what depends on it ran again.
+        ran = _steps(instance, again, dg.DagsterEventType.STEP_SUCCESS)
+        assert {"outcomes", "exceptions", "daily_report"} <= ran
+        assert not ran & {"landed_transactions", "settlement_lines", "reconciliation"}
+
+    clean, _ = _stored(clean_db)
+    healed, events = _stored(faulty_db)
+    assert (
+        clean.height > 0 and (clean["status"] == "exception").any() and (clean["status"] == "matched").any()
+    )
+    assert_frame_equal(healed, clean)
+
+    failed = [e for e in events if e.action == "outcomes.publish_failed"]
+    assert len(failed) == 1 and failed[0].chain["run_id"] == failed_run
+    assert INJECTED in failed[0].outcome["message"] and failed[0].outcome["transient"] is False
+    published = [e for e in events if (e.chain or {}).get("run_id") == again]
+    assert published, "the re-execution's writes are audited under its run id"
+    assert all(e.chain.get("parent_run_id") == failed_run for e in published)
+
+
+def test_a_blocking_expectation_stops_publication(
+    demo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input record that got no outcome (as if the matcher lost it) passes the pandera and uniqueness
+    checks but not the suite's row-count reconciliation: `outcomes` is not published, the store stays empty.
+    The lost record is simulated on the inputs' side: one ledger record more than the matcher saw."""
+    from reconciliation_pipeline import exception_queue
+
+    real = exception_queue.records_in_view
+
+    def with_a_lost_record(*args: Any, **kwargs: Any) -> pl.DataFrame:
+        view = real(*args, **kwargs)
+        lost = pl.DataFrame(
+            {
+                "record_key": ["ledger:lost-1"],
+                "record": ["ledger"],
+                "amount_minor": [100],
+                "currency": ["EUR"],
+            }
+        )
+        return pl.concat([view, lost.cast(view.schema)])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exception_queue, "records_in_view", with_a_lost_record)
+    db_file = tmp_path / "store.db"
+    resource = ReconResource(data_dir=str(demo_data), database_url=f"sqlite:///{db_file}")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS,
+            partition_key=DAY.isoformat(),
+            instance=instance,
+            resources={"recon": resource},
+            raise_on_error=False,
+        )
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert not evaluations[OUTCOMES_SUITE_CHECK].passed
+        assert evaluations["every_record_has_one_outcome"].passed and evaluations["outcome_schema"].passed
+        failed = str(evaluations[OUTCOMES_SUITE_CHECK].metadata["failed_expectations"].value)
+        assert "expect_table_row_count_to_equal" in failed
+        done = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+        assert "reconciliation" in done and not done & {"outcomes", "exceptions", "daily_report"}
+    stored, _ = _stored(db_file)
+    assert stored.is_empty()
