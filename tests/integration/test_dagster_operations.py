@@ -18,8 +18,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 import sqlalchemy.exc
+from polars.testing import assert_frame_equal
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
