@@ -104,7 +104,11 @@ class RedisLimiter:
 
         self.url = url
         self.prefix = prefix
-        self._client: Any = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # a bounded pool that waits for a free connection (a burst must not open a connection a request)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=2.0, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self._client: Any = aioredis.Redis(connection_pool=pool)
         self._script: Any = self._client.register_script(TOKEN_BUCKET_LUA)
         self._fallback = InProcessLimiter()
 
