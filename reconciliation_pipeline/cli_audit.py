@@ -187,7 +187,7 @@ def _events_table(title: str, events: list[Any]) -> Table:
     from .store.trace import describe
 
     table = Table(title=title, title_justify="left")
-    for col in ("seq", "occurred_at (UTC)", "action", "actor", "run", "outcome"):
+    for col in ("seq", "occurred_at (UTC)", "action", "about", "actor", "run", "outcome"):
         table.add_column(col, overflow="fold")
     for ev in events:
         run = (ev.chain or {}).get("run_id") or "-"
@@ -195,6 +195,7 @@ def _events_table(title: str, events: list[Any]) -> Table:
             str(ev.seq),
             f"{ev.occurred_at:%Y-%m-%d %H:%M:%S}",
             ev.action,
+            ev.entity_id,
             ev.actor,
             str(run),
             describe(ev.outcome),

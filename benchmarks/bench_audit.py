@@ -1,0 +1,280 @@
+"""The audit trail's cost: writing a business date's outcomes with their hash-chained audit events,
+against writing the very same rows with plain ``COPY``, and verifying the chain, on PostgreSQL.
+
+* candidate: ``service.apply_outcomes`` of N outcome records in one transaction, what the pipeline's
+  publish step does (compare with stored outcomes, write outcomes, match groups and exceptions, one
+  audit event per written outcome and per opened exception, hashed onto the chain under its lock);
+* baseline: the rows the candidate left in its schema (every table it wrote, audit events with their
+  hashes included) dumped beforehand, then ``COPY ... FROM STDIN`` into a fresh schema with the same
+  tables, indexes and triggers, in one transaction: writing the same rows without the chain;
+* the chain alone: ``audit.append_event_rows`` of N events against ``COPY`` of the same event rows;
+* verification: ``verify_chain`` recomputing every hash, server-side (PostgreSQL hashes) and in Python.
+
+Ratios are baseline time / candidate time (1.0 = the chain costs nothing; goal >= 0.8); rates are
+events per second of wall time. Each measurement runs once (``--repeat`` for best of several).
+
+    .venv/bin/python benchmarks/bench_audit.py --records 1000000     # smoke: --records 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reconciliation_pipeline.frames import OUTCOME_SCHEMA, conform  # noqa: E402
+from reconciliation_pipeline.store import audit, db, service  # noqa: E402
+
+DEFAULT_ADMIN = os.environ.get(
+    "RECON_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+DAY = dt.date(2026, 3, 2)
+TABLES = ("match_groups", "outcomes", "exceptions", "audit_events")
+CHAIN = {"run_id": "bench", "asset": "outcomes", "partition": DAY.isoformat(), "code_version": "bench"}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"nproc {len(os.sched_getaffinity(0))}, {cpu}, load average {os.getloadavg()[0]:.2f}"
+
+
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "log", "-1", "--format=%h"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def business_date(n: int, seed: int = 1) -> pl.DataFrame:
+    """N outcome records of one business date, in ledger/settlement pairs: 96% of pairs matched (one match
+    id each), the rest split: the ledger record pending or missing in PSP, the settlement record missing in
+    the ledger (so about 2% of records open an exception)."""
+    rng = np.random.default_rng(seed)
+    pairs = (n + 1) // 2
+    kind = rng.choice(3, size=pairs, p=[0.96, 0.02, 0.02])  # 0 matched, 1 pending, 2 missing in PSP
+    psp = rng.choice(["adyen", "stripe", "paypal"], size=pairs)
+    p = pl.DataFrame({"pair": np.arange(pairs), "kind": kind, "psp": psp})
+    tx = pl.format("tx-{}", pl.col("pair").cast(pl.String).str.pad_start(9, "0"))
+    matched = pl.col("kind") == 0
+    ledger = p.select(
+        record=pl.lit("ledger"),
+        transaction_id=tx,
+        psp=pl.col("psp"),
+        source_file=pl.lit(None, pl.String),
+        source_row=pl.lit(None, pl.Int64),
+        status=pl.when(matched)
+        .then(pl.lit("matched"))
+        .when(pl.col("kind") == 1)
+        .then(pl.lit("pending"))
+        .otherwise(pl.lit("exception")),
+        match_id=pl.when(matched).then(pl.format("m-{}", "pair")),
+        rule_id=pl.when(matched).then(pl.lit("exact_ref")),
+        exception_category=pl.when(pl.col("kind") == 2).then(pl.lit("missing_in_psp")),
+    )
+    settlement = p.select(
+        record=pl.lit("settlement"),
+        transaction_id=pl.when(matched).then(tx),
+        psp=pl.col("psp"),
+        source_file=pl.format("settlement_{}.csv", "psp"),
+        source_row=pl.col("pair").cast(pl.Int64) + 1,
+        status=pl.when(matched).then(pl.lit("matched")).otherwise(pl.lit("exception")),
+        match_id=pl.when(matched).then(pl.format("m-{}", "pair")),
+        rule_id=pl.when(matched).then(pl.lit("exact_ref")),
+        exception_category=pl.when(~matched).then(pl.lit("missing_in_ledger")),
+    )
+    both = pl.concat([ledger, settlement]).with_columns(business_date=pl.lit(DAY))
+    return conform(both.head(n), OUTCOME_SCHEMA)
+
+
+@contextmanager
+def database(admin_url: str) -> Iterator[str]:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"bench_audit_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def schema_engine(url: str, schema: str) -> Engine:
+    plain = create_engine(url, isolation_level="AUTOCOMMIT")
+    with plain.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    plain.dispose()
+    engine = db.make_engine(make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}))
+    db.migrate(engine)
+    return engine
+
+
+def dump(engine: Engine, tables: tuple[str, ...]) -> dict[str, str]:
+    """Every row of ``tables`` in COPY text format (outside any timing)."""
+    out: dict[str, str] = {}
+    with engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        for table in tables:
+            buf = io.StringIO()
+            cursor.copy_expert(f'COPY "{table}" TO STDOUT', buf)
+            out[table] = buf.getvalue()
+        cursor.close()
+    return out
+
+
+def copy_in(engine: Engine, data: dict[str, str]) -> None:
+    with engine.begin() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        for table, rows in data.items():
+            cursor.copy_expert(f'COPY "{table}" FROM STDIN', io.StringIO(rows))
+        cursor.close()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def count_events(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one())
+
+
+def events_for(frame: pl.DataFrame) -> list[audit.AuditEventIn]:
+    """One event per record, shaped like ``outcome.written`` (for the chain-alone measurement)."""
+    chain = audit.normalise_chain(CHAIN)
+    now = dt.datetime.now(dt.UTC)
+    return [
+        audit.AuditEventIn(
+            actor="bench",
+            action="outcome.written",
+            entity_type="outcome",
+            entity_id=f"{rec}:{tx or file}:{row}",
+            inputs={"previous": None, "as_of": DAY.isoformat()},
+            chain=chain,
+            outcome={
+                "status": st,
+                "match_id": m,
+                "rule_id": r,
+                "exception_category": c,
+                "transaction_id": tx,
+            },
+            occurred_at=now,
+        )
+        for rec, tx, file, row, st, m, r, c in frame.select(
+            "record",
+            "transaction_id",
+            "source_file",
+            "source_row",
+            "status",
+            "match_id",
+            "rule_id",
+            "exception_category",
+        ).iter_rows()
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--admin-url", default=DEFAULT_ADMIN)
+    parser.add_argument("--skip-python-verify", action="store_true")
+    args = parser.parse_args(argv)
+    n = args.records
+    print(f"machine: {machine()}")
+    print(f"commit: {commit()}  date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  records: {n:,}")
+    frame = business_date(n)
+    events_in = events_for(frame)
+    results: dict[str, float] = {}
+    with database(args.admin_url) as url:
+        best_c = best_b = best_ec = best_eb = float("inf")
+        events = 0
+        for r in range(args.repeat):
+            cand = schema_engine(url, f"cand_{r}")
+
+            def publish(engine: Engine = cand) -> service.ApplyResult:
+                with db.session_scope(engine) as s:
+                    return service.apply_outcomes(s, frame, as_of=DAY, chain=CHAIN, actor="bench")
+
+            t_c, _ = timed(publish)
+            events = count_events(cand)
+            rows = dump(cand, TABLES)
+            base = schema_engine(url, f"base_{r}")
+            t_b, _ = timed(lambda rows=rows, base=base: copy_in(base, rows))
+            assert count_events(base) == events
+            best_c, best_b = min(best_c, t_c), min(best_b, t_b)
+
+            chain_only = schema_engine(url, f"chain_{r}")
+
+            def append(engine: Engine = chain_only) -> None:
+                with db.session_scope(engine) as s:
+                    audit.append_event_rows(s, events_in)
+
+            t_ec, _ = timed(append)
+            ev_rows = dump(chain_only, ("audit_events",))
+            ev_base = schema_engine(url, f"chainbase_{r}")
+            t_eb, _ = timed(lambda ev_rows=ev_rows, ev_base=ev_base: copy_in(ev_base, ev_rows))
+            best_ec, best_eb = min(best_ec, t_ec), min(best_eb, t_eb)
+            if r < args.repeat - 1:
+                for e in (base, chain_only, ev_base):
+                    e.dispose()
+        results["publish_s"], results["copy_s"] = best_c, best_b
+        results["events"] = events
+        print(
+            f"apply_outcomes (outcomes + match groups + exceptions + audit chain): {best_c:.2f} s, "
+            f"{events:,} events, {events / best_c:,.0f} events/s, {n / best_c:,.0f} records/s"
+        )
+        print(
+            f"plain COPY of the same rows (all four tables): {best_b:.2f} s, {events / best_b:,.0f} events/s"
+        )
+        results["ratio"] = best_b / best_c
+        print(f"ratio plain COPY / chained write: {results['ratio']:.2f}x (goal >= 0.8x)")
+        print(f"append_event_rows alone: {best_ec:.2f} s, {n / best_ec:,.0f} events/s")
+        print(f"plain COPY of the same event rows: {best_eb:.2f} s, {n / best_eb:,.0f} events/s")
+        results["chain_ratio"] = best_eb / best_ec
+        print(f"ratio plain COPY / chain append: {results['chain_ratio']:.2f}x")
+        t_vs, vs = timed(lambda: audit.verify_chain(cand, method="server"))
+        assert vs.ok and vs.count == events, vs.reason
+        results["verify_server_rate"] = events / t_vs
+        print(
+            f"verify (server-side hashing): {t_vs:.2f} s, {events / t_vs:,.0f} events/s (goal >= 1,000,000)"
+        )
+        if not args.skip_python_verify:
+            t_vp, vp = timed(lambda: audit.verify_chain(cand, method="python"))
+            assert vp.ok and vp.count == events, vp.reason
+            results["verify_python_rate"] = events / t_vp
+            print(f"verify (Python, independent): {t_vp:.2f} s, {events / t_vp:,.0f} events/s")
+        cand.dispose()
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
