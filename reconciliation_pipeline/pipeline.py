@@ -154,9 +154,18 @@ def build_daily_report(
     """Finance's report of one business date: DuckDB SQL (``sql/``) over the Parquet lake and the outcome
     export (latest status of every record in the store), written to ``reports/date=YYYY-MM-DD/`` as CSV
     (integer minor units), an XLSX workbook and a self-contained HTML report with charts."""
+    from sqlalchemy import select
+
+    from .store.models import ExceptionItem
+
     with db.session_scope(engine) as session:
         export = service.export_outcomes(session)
-    data = reports.query_reports(lake, day, export)
+        queue = pl.DataFrame(
+            [tuple(r) for r in session.execute(select(ExceptionItem.record_key, ExceptionItem.state))],
+            schema=reports.QUEUE_SCHEMA,
+            orient="row",
+        )
+    data = reports.query_reports(lake, day, export, exception_queue=queue)
     return reports.write_reports(data, reports.report_folder(lake.reports, day), generated_at=generated_at)
 
 

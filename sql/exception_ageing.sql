@@ -1,18 +1,19 @@
 -- Ageing of the exceptions outstanding on VARIABLE report_date: every record whose latest status is
--- `exception` and whose business date is on or before the report date, by age in days
--- (report date minus the record's business date). Requires report_base.sql.
+-- `exception`, whose business date is on or before the report date and that no operator has resolved,
+-- by age in days (report date minus the record's business date). Requires report_base.sql.
 WITH open_exceptions AS (
-    SELECT psp, currency, 'ledger' AS record, exception_category, business_date, signed_minor AS amount_minor
+    SELECT record_key, psp, currency, exception_category, business_date, signed_minor AS amount_minor
     FROM ledger_records
     WHERE status = 'exception' AND business_date <= getvariable('report_date')
     UNION ALL
-    SELECT psp, currency, 'settlement', exception_category, business_date, amount_minor
+    SELECT record_key, psp, currency, exception_category, business_date, amount_minor
     FROM settlement_records
     WHERE status = 'exception' AND business_date <= getvariable('report_date')
 ), aged AS (
     SELECT *,
            getvariable('report_date') - business_date AS age_days
     FROM open_exceptions
+    WHERE record_key NOT IN (SELECT record_key FROM resolved_exceptions)
 )
 SELECT psp,
        currency,

@@ -5,6 +5,7 @@
 --   transactions      lake/transactions, every business date (ledger records with kind, amount, jurisdiction)
 --   settlement_lines  lake/settlement_lines, every business date (PSP rows and bank entries with amounts)
 --   accuracy_history  lake/accuracy, ground-truth accuracy recorded per business date (may be empty)
+--   exception_queue   the store's exception queue items (record_key, state: open | resolved; may be empty)
 --   VARIABLE report_date (DATE)
 -- Amounts are integer minor units of the row's currency, signed from the merchant's point of view
 -- (+ money to the merchant). Nothing here rounds or converts between currencies.
@@ -12,7 +13,8 @@
 -- Ledger records with their outcome and amount. LEFT JOIN: a record whose lake row is missing keeps a
 -- NULL amount, which the report shows instead of hiding (see `missing_amounts` in report_checks.sql).
 CREATE OR REPLACE TEMP VIEW ledger_records AS
-SELECT o.transaction_id,
+SELECT 'ledger:' || o.transaction_id AS record_key,
+       o.transaction_id,
        o.psp,
        o.status,
        o.exception_category,
@@ -41,7 +43,8 @@ GROUP BY match_id;
 -- Settlement records (PSP rows and bank entries) with their outcome, amounts and the jurisdiction of
 -- the ledger records they were matched with (NULL for fees, payouts, bank entries, unmatched rows).
 CREATE OR REPLACE TEMP VIEW settlement_records AS
-SELECT o.psp,
+SELECT 'settlement:' || o.psp || ':' || o.source_file || ':' || o.source_row AS record_key,
+       o.psp,
        o.source_file,
        o.source_row,
        o.status,
@@ -92,3 +95,11 @@ SELECT match_id,
 FROM settlement_records
 WHERE psp = 'bank' AND line_kind = 'bank_credit' AND match_id IS NOT NULL
 GROUP BY match_id;
+
+-- Records whose exception an operator resolved (a resolved queue item and no open one). The matcher's
+-- status stays `exception`; the ageing leaves these out.
+CREATE OR REPLACE TEMP VIEW resolved_exceptions AS
+SELECT record_key
+FROM exception_queue
+GROUP BY record_key
+HAVING count(*) FILTER (WHERE state = 'open') = 0 AND count(*) FILTER (WHERE state = 'resolved') > 0;

@@ -3,10 +3,11 @@ an XLSX workbook and a self-contained HTML report with charts. Pure functions: n
 
 from .accuracy import record_accuracy
 from .build import CSV_NAMES, ReportFiles, read_report, report_folder, summary_line, write_reports
-from .queries import VIEWS, ReportData, query_reports
+from .queries import QUEUE_SCHEMA, VIEWS, ReportData, query_reports
 
 __all__ = [
     "CSV_NAMES",
+    "QUEUE_SCHEMA",
     "VIEWS",
     "ReportData",
     "ReportFiles",

@@ -73,11 +73,27 @@ def _integers(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
-def query_reports(lake: Lake, day: dt.date, outcomes: pl.DataFrame, *, sql_dir: Path = SQL_DIR) -> ReportData:
-    """Run every report query for ``day`` over the lake and ``outcomes`` (the outcome export)."""
+#: The store's exception queue as the report reads it (one row per queue item).
+QUEUE_SCHEMA: dict[str, pl.DataType] = {"record_key": pl.String(), "state": pl.String()}
+
+
+def query_reports(
+    lake: Lake,
+    day: dt.date,
+    outcomes: pl.DataFrame,
+    *,
+    exception_queue: pl.DataFrame | None = None,
+    sql_dir: Path = SQL_DIR,
+) -> ReportData:
+    """Run every report query for ``day`` over the lake and ``outcomes`` (the outcome export).
+
+    ``exception_queue`` (record_key, state) lets the ageing leave out exceptions an operator resolved.
+    """
+    queue = pl.DataFrame(schema=QUEUE_SCHEMA) if exception_queue is None else exception_queue
     con = duckdb.connect()
     try:
         con.register("outcomes", conform(outcomes, OUTCOME_SCHEMA).to_arrow())
+        con.register("exception_queue", conform(queue, QUEUE_SCHEMA).to_arrow())
         _register_table(con, "transactions", _lake_files(lake, "transactions"), LEDGER_SCHEMA)
         _register_table(
             con, "settlement_lines", _lake_files(lake, "settlement_lines"), SETTLEMENT_LINE_SCHEMA

@@ -154,3 +154,14 @@ def test_charts_draw_marks_and_say_when_there_is_nothing() -> None:
     assert 'class="chart empty"' in empty and "No exceptions" in empty
     line = line_chart("t", ["d1", "d2", "d3"], [("rate", [0.5, None, 1.0])])
     assert line.count('class="point"') == 2 and "<polyline" not in line  # a gap splits the line
+
+
+def test_the_ageing_leaves_out_exceptions_an_operator_resolved(small: tuple[Lake, pl.DataFrame]) -> None:
+    lake, outcomes = small
+    unresolved = query_reports(lake, DAY, outcomes)["ageing"]
+    assert unresolved["records"].sum() == 1
+    queue = pl.DataFrame({"record_key": ["ledger:tx-9", "ledger:tx-9"], "state": ["resolved", "resolved"]})
+    assert query_reports(lake, DAY, outcomes, exception_queue=queue)["ageing"].is_empty()
+    # a resolved item followed by a new open one (the matcher reopened it) is still outstanding
+    reopened = pl.DataFrame({"record_key": ["ledger:tx-9", "ledger:tx-9"], "state": ["resolved", "open"]})
+    assert query_reports(lake, DAY, outcomes, exception_queue=reopened)["ageing"]["records"].sum() == 1
