@@ -105,6 +105,9 @@ SETTLEMENT_COLUMNS = (
 _Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 _EVIDENCE = {"record_key": pl.String, "evidence": pl.String}
 _LEDGER_ORDER = ("occurred_at", "transaction_id")
+#: Columns with few distinct values, kept as Categorical inside the engine (4 bytes a row, not a string).
+_LEDGER_NAMES = ("psp", "kind", "currency")
+_SETTLEMENT_NAMES = ("psp", "source_file", "line_kind", "currency", "net_currency", "presentment_currency")
 _SETTLEMENT_ORDER = ("source_file", "source_row", "psp")
 
 
@@ -197,10 +200,11 @@ def _prepare_ledger(ledger: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.D
         ledger.lazy()
         .select(LEDGER_COLUMNS)
         .filter(pl.col("business_date") <= as_of)
-        .with_columns(signed=pl.col("amount_minor") * sign)
+        .with_columns(signed=pl.col("amount_minor").cast(pl.Int64) * sign)
         .drop("amount_minor")
+        .with_columns(pl.col(_LEDGER_NAMES).cast(pl.String).cast(pl.Categorical))
         .with_row_index("lid")
-        .collect()
+        .collect(engine="streaming")
         .rechunk()  # one chunk per column: the gathers by row id below stay cheap
     )
 
@@ -211,10 +215,17 @@ def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> p
         .select(SETTLEMENT_COLUMNS)
         .filter(pl.col("booking_date") <= as_of)
         .with_columns(player=pl.col("line_kind").is_in(list(PLAYER_LINE_KINDS)))
+        .with_columns(pl.col(_SETTLEMENT_NAMES).cast(pl.String).cast(pl.Categorical))
         .with_row_index("sid")
-        .collect()
+        .collect(engine="streaming")
         .rechunk()
     )
+
+
+def _strings(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with its Categorical columns as plain strings again (for the small residual frames the
+    later rules work on, where joins and sorts want strings on both sides)."""
+    return frame.with_columns(pl.col(pl.Categorical).cast(pl.String))
 
 
 def reconcile(
@@ -241,7 +252,7 @@ def reconcile(
 
     # What exact_ref left, in canonical order (ranks and tie-breaks depend on it, never on row ids).
     rest_led = (
-        led.filter(book.open_mask(LEDGER))
+        _strings(led.filter(book.open_mask(LEDGER)))
         .sort(_LEDGER_ORDER)
         .with_columns(
             line_kind=pl.col("kind").replace_strict(KIND_TO_LINE, return_dtype=pl.String),
@@ -249,10 +260,16 @@ def reconcile(
         )
     )
     rest_player = (
-        stl.filter(book.open_mask(SETTLEMENT) & stl["player"])
+        _strings(stl.filter(book.open_mask(SETTLEMENT) & stl["player"]))
         .sort(_SETTLEMENT_ORDER)
         .with_columns(spos=pl.int_range(pl.len()))
     )
+
+    non_player = _strings(stl.filter(~pl.col("player")))
+    adjustments = _strings(led.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS)))
+    # From here on the whole frames serve only lookups by row id and the output: keep what those need.
+    led = led.select("lid", "transaction_id", "psp", "business_date")
+    stl = stl.select("sid", "psp", "source_file", "source_row", "booking_date")
 
     def open_ledger(rule: str, *, with_reference: bool = True) -> pl.DataFrame:
         """Ledger records no rule has decided yet, of the PSPs that use ``rule``, with (or without) a
@@ -282,9 +299,9 @@ def reconcile(
         both = _both(pairs)
         book.decide_pairs(both["lid"], both["sid"], rule="merchant_ref", status=MATCHED)
     _ref_mismatch(open_ledger("ref_mismatch"), open_player(), book)
-    _non_player_rows(stl, book, as_of)
-    _leftovers(led, stl, book, window_open, lag_days)
-    _overlay_unlinked(led, stl, book)
+    _non_player_rows(non_player, book, as_of)
+    _leftovers(led, rest_led, rest_player, book, window_open=window_open, lag_days=lag_days)
+    _overlay_unlinked(led, stl, adjustments, book)
     for side in (LEDGER, SETTLEMENT):
         left = book.undecided(side)
         if left.size:  # every record must be decided by exactly one rule
@@ -336,13 +353,13 @@ def _exact_ref(
         return
     keys = ["k0", "k1", "k2", "k3"]
     l_rows = (
-        _rows(led, crowded["lid"].unique())
+        _strings(_rows(led, crowded["lid"].unique()))
         .select("lid", *_LEDGER_ORDER, k0="psp", k1="psp_reference", k2="signed", k3="currency")
         .sort(_LEDGER_ORDER)
         .with_columns(rank=pl.int_range(pl.len()).over(keys))
     )
     s_rows = (
-        _rows(stl, crowded["sid"].unique())
+        _strings(_rows(stl, crowded["sid"].unique()))
         .select(
             "sid", *_SETTLEMENT_ORDER[:2], k0="psp", k1="movement_reference", k2="amount_minor", k3="currency"
         )
@@ -581,10 +598,9 @@ def _ref_mismatch(rest_l: pl.DataFrame, rest_s: pl.DataFrame, book: Book) -> Non
         )
 
 
-def _non_player_rows(stl: pl.DataFrame, book: Book, as_of: dt.date) -> None:
+def _non_player_rows(rows: pl.DataFrame, book: Book, as_of: dt.date) -> None:
     """7. Rows that move no player money: fees and batch rows, then PSP payout <-> bank credit
     (three-way), the bank's own charges."""
-    rows = stl.filter(~pl.col("player"))
     if rows.is_empty():
         return
     for kinds, rule in ((["fee"], "fee_row"), (["balance_transfer", "adjustment"], "batch_row")):
@@ -663,9 +679,18 @@ def _non_player_rows(stl: pl.DataFrame, book: Book, as_of: dt.date) -> None:
     )
 
 
-def _leftovers(led: pl.DataFrame, stl: pl.DataFrame, book: Book, window_open: pl.Expr, lag_days: int) -> None:
-    """8. What is left: ledger inside the window is pending, after it missing; settlement unmatched."""
-    rest_l = led.filter(book.open_mask(LEDGER)).with_columns(inside=window_open)
+def _leftovers(
+    led: pl.DataFrame,
+    rest_led: pl.DataFrame,
+    rest_player: pl.DataFrame,
+    book: Book,
+    *,
+    window_open: pl.Expr,
+    lag_days: int,
+) -> None:
+    """8. What is left: ledger inside the window is pending, after it missing; settlement unmatched.
+    (Whatever is still open was open after exact_ref, so it is in ``rest_led`` / ``rest_player``.)"""
+    rest_l = book.only_open(rest_led, LEDGER).with_columns(inside=window_open)
     book.decide(LEDGER, rest_l.filter("inside")["lid"], rule="lag_window", status=PENDING)
     missing = rest_l.filter(~pl.col("inside"))
     book.decide(LEDGER, missing["lid"], rule="lag_window", status=EXCEPTION, category="missing_in_psp")
@@ -679,7 +704,7 @@ def _leftovers(led: pl.DataFrame, stl: pl.DataFrame, book: Book, window_open: pl
         amount_minor=pl.col("signed"),
         currency=pl.col("currency"),
     )
-    rest_s = stl.filter(book.open_mask(SETTLEMENT) & stl["player"])
+    rest_s = book.only_open(rest_player, SETTLEMENT)
     book.decide(SETTLEMENT, rest_s["sid"], rule="unmatched", status=EXCEPTION, category="missing_in_ledger")
     if rest_s.is_empty():
         return
@@ -702,10 +727,9 @@ def _leftovers(led: pl.DataFrame, stl: pl.DataFrame, book: Book, window_open: pl
     )
 
 
-def _overlay_unlinked(led: pl.DataFrame, stl: pl.DataFrame, book: Book) -> None:
+def _overlay_unlinked(led: pl.DataFrame, stl: pl.DataFrame, adjustments: pl.DataFrame, book: Book) -> None:
     """Refunds, chargebacks and reversals whose deposit is not a booked transaction, and whatever they
     paired with, become ``unlinked_adjustment`` exceptions (the pairing stays visible in the match id)."""
-    adjustments = led.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))
     originals = adjustments["original_transaction_id"].drop_nulls().unique()
     known = led.filter(pl.col("transaction_id").is_in(originals.implode()))["transaction_id"]
     unlinked = adjustments.filter(
@@ -794,12 +818,16 @@ def _anchor_columns(
     names = names or _Names(led, stl)
     sid = _where(anchors, (anchors != NO_ANCHOR) & (anchors < book.n_settlement))
     lid = _where(anchors - book.n_settlement, anchors >= book.n_settlement)
+    # Few groups are anchored on a ledger record: their transaction ids as a small Categorical, so the
+    # column costs 4 bytes a row rather than a string view.
+    anchored = lid.drop_nulls().unique()
+    position = lid.replace_strict(anchored, pl.int_range(anchored.len(), eager=True), default=None)
     return pl.DataFrame(
         {
             "m_psp": names.s_psp.gather(sid),
             "m_file": names.s_file.gather(sid),
             "m_row": stl["source_row"].gather(sid),
-            "m_tx": led["transaction_id"].gather(lid),
+            "m_tx": led["transaction_id"].gather(anchored).cast(pl.Categorical).gather(position),
         }
     )
 
@@ -809,8 +837,10 @@ class _Names:
     two per row instead of a string, and their physical codes sort like the names."""
 
     def __init__(self, led: pl.DataFrame, stl: pl.DataFrame) -> None:
-        psps = pl.concat([led["psp"], stl["psp"]]).unique().drop_nulls().sort()
-        files = stl["source_file"].unique().drop_nulls().sort()
+        psps = (
+            pl.concat([led["psp"].unique(), stl["psp"].unique()]).cast(pl.String).unique().drop_nulls().sort()
+        )
+        files = stl["source_file"].unique().cast(pl.String).drop_nulls().sort()
         self.l_psp = led["psp"].cast(pl.Enum(psps))
         self.s_psp = stl["psp"].cast(pl.Enum(psps))
         self.s_file = stl["source_file"].cast(pl.Enum(files))

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
+from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from reconciliation_pipeline.frames import LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform
-from reconciliation_pipeline.matching import reconcile
+from reconciliation_pipeline.matching import engine, reconcile
 from reconciliation_pipeline.matching.accuracy import measure
+from reconciliation_pipeline.matching.book import LEDGER as LEDGER_SIDE
+from reconciliation_pipeline.matching.book import MATCHED, PENDING, Book
+from reconciliation_pipeline.matching.book import SETTLEMENT as SETTLEMENT_SIDE
 
 AS_OF = dt.date(2026, 3, 6)
 
@@ -281,9 +288,98 @@ def test_exceptions_carry_evidence() -> None:
     evidence = dict(result.evidence.iter_rows())
     exceptions = result.outcomes.filter(pl.col("status") == "exception")["record_key"].to_list()
     assert set(exceptions) <= set(evidence)
-    import json
-
     dup = json.loads(evidence["ledger:tx-6"])
     assert dup["duplicate_of"] == "ledger:tx-1" and dup["settled_by"] == "settlement:adyen:a.csv:1"
     mismatch = json.loads(evidence["ledger:tx-2"])
     assert mismatch["difference_minor"] == -1 and mismatch["counterpart"] == "settlement:adyen:a.csv:2"
+
+
+def test_a_split_settlement_still_short_when_its_window_closes_is_one_mismatch_group() -> None:
+    # SPLIT3: booked 900 on 03-05, two parts of 300 arrived; on 03-09 the window (3 days) has closed.
+    lone = AWKWARD_LEDGER.filter(pl.col("transaction_id") == "sp-3")
+    parts = AWKWARD_LINES.filter(pl.col("movement_reference") == "SPLIT3")
+    result = reconcile(lone, parts, as_of=dt.date(2026, 3, 9), lag_days=3)
+    out = result.outcomes
+    assert out.height == 3
+    assert set(out["status"]) == {"exception"} and set(out["exception_category"]) == {"amount_mismatch"}
+    assert set(out["rule_id"]) == {"split_settlement"} and out["match_id"].n_unique() == 1
+    assert out["match_id"][0] == "M-sp-3"
+    # every settlement part carries the booking's transaction id
+    assert set(out["transaction_id"]) == {"sp-3"}
+    evidence = {key: json.loads(text) for key, text in result.evidence.iter_rows()}
+    assert set(evidence) == set(out["record_key"])
+    booking = evidence["ledger:sp-3"]
+    assert (booking["booked_amount_minor"], booking["settled_amount_minor"]) == (900, 600)
+    assert booking["difference_minor"] == -300 and booking["parts"] == 2
+    assert set(booking["counterparts"]) == {"settlement:adyen:b.csv:3", "settlement:adyen:b.csv:4"}
+    part = evidence["settlement:adyen:b.csv:4"]
+    assert part["counterpart"] == "ledger:sp-3" and part["rule_nearly_matched"] == "split_settlement"
+    # one day earlier the window is still open: the booking and both parts wait
+    earlier = reconcile(lone, parts, as_of=dt.date(2026, 3, 8), lag_days=3).outcomes
+    assert set(earlier["status"]) == {"pending"}
+
+
+def test_split_parts_that_overshoot_the_booking_are_one_mismatch_group_at_once() -> None:
+    lone = AWKWARD_LEDGER.filter(pl.col("transaction_id") == "sp-1")
+    extra = AWKWARD_LINES.filter(pl.col("movement_reference") == "SPLIT1").with_columns(
+        amount_minor=pl.lit(700, pl.Int64)
+    )
+    out = reconcile(lone, extra, as_of=dt.date(2026, 3, 4), lag_days=3).outcomes
+    assert out.height == 3 and out["match_id"].n_unique() == 1
+    assert set(out["exception_category"]) == {"amount_mismatch"} and set(out["rule_id"]) == {
+        "split_settlement"
+    }
+
+
+def test_lazy_inputs_give_the_same_outcomes_and_the_sink_writes_them(tmp_path: Path) -> None:
+    eager = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3)
+    lazy = reconcile(LEDGER.lazy(), LINES.lazy(), as_of=AS_OF, lag_days=3)
+    assert_frame_equal(lazy.outcomes, eager.outcomes)
+    assert_frame_equal(lazy.evidence, eager.evidence)
+    lazy.sink_outcomes(tmp_path / "outcomes.parquet")
+    assert_frame_equal(pl.read_parquet(tmp_path / "outcomes.parquet"), eager.outcomes)
+
+
+def test_hash_collisions_in_exact_ref_never_pair_unequal_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """exact_ref joins on a 64-bit hash of the key and checks each pair column by column: with every
+    key hashing alike (every record collides with every other) the outcomes must not change."""
+    expected = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3)
+    awkward = reconcile(AWKWARD_LEDGER, AWKWARD_LINES, as_of=AS_OF, lag_days=3)
+    monkeypatch.setattr(engine, "_key_hash", lambda *columns: pl.lit(7, pl.UInt64))
+    assert_frame_equal(reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).outcomes, expected.outcomes)
+    assert_frame_equal(reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).evidence, expected.evidence)
+    collided = reconcile(AWKWARD_LEDGER, AWKWARD_LINES, as_of=AS_OF, lag_days=3)
+    assert_frame_equal(collided.outcomes, awkward.outcomes)
+
+
+def test_a_record_decided_twice_is_refused() -> None:
+    book = Book(3, 2, engine.RULES)
+    book.decide(LEDGER_SIDE, np.array([0, 2]), rule="exact_ref", status=MATCHED)
+    with pytest.raises(AssertionError, match="decided twice"):
+        book.decide(LEDGER_SIDE, np.array([1, 2]), rule="lag_window", status=PENDING)
+    with pytest.raises(AssertionError, match="decided twice"):
+        book.decide(SETTLEMENT_SIDE, np.array([1, 1]), rule="unmatched", status=PENDING)
+
+
+def test_duplicates_pair_in_canonical_order_whatever_the_row_order() -> None:
+    """Three bookings and two settlement rows of one key: the two earliest bookings pair with the two
+    first rows (file, row), the last booking is the duplicate, in any input order."""
+    books = ledger("""transaction_id|psp|psp_reference|original_transaction_id|kind|amount_minor|currency|business_date
+d-3|adyen|DUP||deposit|100|EUR|2026-03-04
+d-1|adyen|DUP||deposit|100|EUR|2026-03-02
+d-2|adyen|DUP||deposit|100|EUR|2026-03-03
+""")
+    rows = lines("""psp|source_file|source_row|line_kind|movement_reference|merchant_reference|payout_reference|remittance_info|amount_minor|currency|booking_date
+adyen|b.csv|1|capture|DUP||||100|EUR|2026-03-05
+adyen|a.csv|9|capture|DUP||||100|EUR|2026-03-05
+""")
+    for seed in range(4):
+        out = reconcile(
+            books.sample(fraction=1.0, shuffle=True, seed=seed),
+            rows.sample(fraction=1.0, shuffle=True, seed=seed),
+            as_of=AS_OF,
+            lag_days=3,
+        ).outcomes
+        assert outcome_of(out, "ledger:d-1")[2] == "M-adyen:a.csv:9"
+        assert outcome_of(out, "ledger:d-2")[2] == "M-adyen:b.csv:1"
+        assert outcome_of(out, "ledger:d-3")[:2] == ("exception", "duplicate_booking")
