@@ -189,4 +189,6 @@ def record_accuracy(
     first = day - dt.timedelta(days=settings.lookback_days)
     acc = measure(outcomes, truth.filter(pl.col("business_date") >= first))
     reports.record_accuracy(lake, day, acc, run_id=run_id)
+    metrics.record_accuracy(acc.overall)  # recon_pipeline_accuracy_ratio, alerted below 0.998
+    metrics.export_step("accuracy", lake.root / "metrics")
     return acc

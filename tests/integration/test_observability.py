@@ -17,18 +17,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import polars as pl
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from reconciliation_pipeline import metrics, telemetry
+from reconciliation_pipeline import metrics, pipeline, telemetry
 from reconciliation_pipeline.defs.assets import ASSETS
 from reconciliation_pipeline.defs.resources import ReconResource
 from reconciliation_pipeline.ingest import ingest_file
 from reconciliation_pipeline.lake import Lake
 from reconciliation_pipeline.landing import land_jsonl
-from reconciliation_pipeline.store import db
+from reconciliation_pipeline.store import db, service
 from reconciliation_pipeline.store.models import AuditEvent, Outcome
 from tests.integration.api_fixtures import Api, build_api, make_settings, store_urls  # noqa: F401 - fixture
 from tests.integration.test_cli import ADYEN_HEADER
@@ -182,6 +183,25 @@ def test_a_payments_trace_id_is_on_its_outcome_audit_events_and_api_answer(
     assert landing == {"landed": 3, "dead_lettered": 0}
     success = exposed["publish"]["recon_pipeline_step_last_success_timestamp_seconds"]
     assert [s.labels for s in success] == [{"step": "publish"}]
+
+
+def test_accuracy_measured_against_a_ground_truth_is_exported(
+    api: Api, tmp_path: Path, memory_spans: telemetry.MemorySpanExporter
+) -> None:
+    lake = _reconcile_one_day(api, tmp_path)
+    with db.session_scope(api.engines["live"]) as session:
+        export = service.export_outcomes(session)
+    # the truth says dep-000104 (pending here) was settled: 4 of 5 records right
+    truth = export.with_columns(
+        status=pl.when(pl.col("transaction_id") == "dep-000104").then(pl.lit("matched")).otherwise("status")
+    )
+    truth_file = tmp_path / "truth.csv"
+    truth.write_csv(truth_file)
+    settings = api.settings.model_copy(update={"ground_truth": truth_file})
+    accuracy = pipeline.record_accuracy(lake, DAY, settings)
+    assert accuracy is not None and accuracy.overall == pytest.approx(0.8)
+    exposed = _read_textfiles(lake.root / "metrics")["accuracy"]
+    assert [s.value for s in exposed["recon_pipeline_accuracy_ratio"]] == [pytest.approx(0.8)]
 
 
 def _read_textfiles(folder: Path) -> dict[str, dict[str, list]]:  # type: ignore[type-arg]
