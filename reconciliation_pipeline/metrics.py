@@ -20,6 +20,7 @@ checks ``deploy/``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -38,6 +39,7 @@ from sqlalchemy.engine import Engine
 
 from .lake import atomic_write_bytes
 
+log = logging.getLogger(__name__)
 PUSH_JOB = "recon_pipeline"
 #: Age buckets of open exceptions, in days since the business date they were opened on: (label, low, high).
 AGE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
@@ -280,7 +282,11 @@ class StoreCollector(Collector):
         with self._lock:
             now = time.monotonic()
             if self._cache is None or now - self._cache[0] > self.ttl_seconds:
-                self._cache = (now, self._read())
+                try:
+                    self._cache = (now, self._read())
+                except Exception as exc:  # a store outage must not fail the whole scrape
+                    log.warning("store metrics unavailable: %s", exc)
+                    return iter([])
             return iter(self._cache[1])
 
     def _read(self) -> list[Metric]:
@@ -315,6 +321,34 @@ class StoreCollector(Collector):
         return list(fam.values())
 
 
+_installed_store: dict[int, StoreCollector] = {}
+
+
+def install_store_metrics(
+    database_url: str, *, business_tz: str, registry: CollectorRegistry | None = None
+) -> StoreCollector:
+    """Register a :class:`StoreCollector` on ``registry`` (default: prometheus_client's global one, which
+    the partner API's ``/metrics`` serves), once per registry; a later call with another store URL
+    re-points it. The collector gets an engine of its own (no request tracing on scrape queries)."""
+    from prometheus_client import REGISTRY
+
+    from .store import db
+
+    target = registry or REGISTRY
+    with _lock:
+        collector = _installed_store.get(id(target))
+        if collector is None:
+            collector = StoreCollector(db.make_engine(database_url), business_tz=business_tz)
+            target.register(collector)
+            _installed_store[id(target)] = collector
+        elif collector.engine.url.render_as_string(hide_password=False) != database_url:
+            collector.engine.dispose()
+            collector.engine = db.make_engine(database_url)
+            collector.tz = ZoneInfo(business_tz)
+            collector._cache = None
+        return collector
+
+
 __all__ = [
     "AGE_BUCKETS",
     "PIPELINE_METRICS",
@@ -324,6 +358,7 @@ __all__ = [
     "StoreCollector",
     "age_bucket",
     "export_step",
+    "install_store_metrics",
     "metric_names",
     "record_accuracy",
     "record_ingest",

@@ -9,6 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy import text
 
+from reconciliation_pipeline.metrics import install_store_metrics
+
 from ..deps import Runtime, RuntimeDep
 from ..observability import metrics_response
 from ..openapi import errors
@@ -49,6 +51,8 @@ async def ready(runtime: RuntimeDep) -> Any:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    body, media = metrics_response()
+async def metrics(runtime: RuntimeDep) -> Response:
+    # the outcome store's state (records per status, open exceptions by age) is read at scrape time
+    install_store_metrics(runtime.settings.db_url, business_tz=runtime.settings.business_tz)
+    body, media = await run_in_threadpool(metrics_response)
     return Response(body, media_type=media)

@@ -156,6 +156,15 @@ def test_a_payments_trace_id_is_on_its_outcome_audit_events_and_api_answer(
     assert answer.json()["trace_id"] == MATCHED_TRACE
     assert answer.json()["status"] == "matched"
 
+    # the API's /metrics serves the store's state beside its own request metrics
+    scraped = {
+        (f.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(api.client.get("/metrics").text)
+        for s in f.samples
+    }
+    assert scraped[("recon_records", (("record", "ledger"), ("status", "matched")))] == 1
+    assert scraped[("recon_open_exceptions_oldest_age_days", ())] >= 0
+
     # spans of every step, each with its business date or source
     names = [s.name for s in memory_spans.get_finished_spans()]
     for step in ("recon.land_file", "recon.ingest", "recon.reconcile", "recon.publish"):
