@@ -6,6 +6,7 @@ asset (``check_specs``, evaluated in :mod:`.checks`) and are blocking: a failure
 """
 
 import datetime as dt
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -68,6 +69,21 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _blocking_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    """A blocking check evaluated per business date: its result is recorded against the partition, so the
+    UI shows each date's result (``partitions_def`` on a check spec is a Dagster preview feature; the
+    Dagster version is pinned)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name,
+            asset=asset,
+            blocking=True,
+            partitions_def=business_date_partitions,
+            description=description,
+        )
+
+
 def _day(context: dg.AssetExecutionContext) -> dt.date:
     return dt.date.fromisoformat(context.partition_key)
 
@@ -118,11 +134,10 @@ def _path(recon: ReconResource, table: str, day: dt.date) -> dg.MetadataValue:
     group_name=GROUP,
     partitions_def=business_date_partitions,
     check_specs=[
-        dg.AssetCheckSpec(
+        _blocking_check(
             LEDGER_SCHEMA_CHECK,
-            asset="landed_transactions",
-            blocking=True,
-            description="pandera LedgerModel on the de-duplicated ledger records",
+            "landed_transactions",
+            "pandera LedgerModel on the de-duplicated ledger records",
         )
     ],
     kinds={"polars", "parquet"},
@@ -158,11 +173,10 @@ def landed_transactions(context: dg.AssetExecutionContext, recon: ReconResource)
     group_name=GROUP,
     partitions_def=business_date_partitions,
     check_specs=[
-        dg.AssetCheckSpec(
+        _blocking_check(
             SETTLEMENT_SCHEMA_CHECK,
-            asset="settlement_lines",
-            blocking=True,
-            description="pandera SettlementLineModel on the day's settlement lines",
+            "settlement_lines",
+            "pandera SettlementLineModel on the day's settlement lines",
         )
     ],
     kinds={"polars", "parquet"},
@@ -244,30 +258,26 @@ def bank_statements(context: dg.AssetExecutionContext, recon: ReconResource) -> 
     partitions_def=business_date_partitions,
     deps=[landed_transactions, settlement_lines, bank_statements],
     check_specs=[
-        dg.AssetCheckSpec(
+        _blocking_check(
             COMPLETENESS_CHECK,
-            asset="reconciliation",
-            blocking=True,
-            description="every ledger and settlement record in view has exactly one outcome",
+            "reconciliation",
+            "every ledger and settlement record in view has exactly one outcome",
         ),
-        dg.AssetCheckSpec(
+        _blocking_check(
             OUTCOME_SCHEMA_CHECK,
-            asset="reconciliation",
-            blocking=True,
-            description="pandera OutcomeModel: statuses and categories from the fixed vocabulary",
+            "reconciliation",
+            "pandera OutcomeModel: statuses and categories from the fixed vocabulary",
         ),
-        dg.AssetCheckSpec(
+        _blocking_check(
             OUTCOMES_SUITE_CHECK,
-            asset="reconciliation",
-            blocking=True,
-            description="Great Expectations suite expectations/reconciliation_outcomes.json: unique, "
+            "reconciliation",
+            "Great Expectations suite expectations/reconciliation_outcomes.json: unique, "
             "non-null record keys; allowed statuses and categories; row counts equal to the inputs in view",
         ),
-        dg.AssetCheckSpec(
+        _blocking_check(
             ACCURACY_CHECK,
-            asset="reconciliation",
-            blocking=True,
-            description="accuracy per category and overall against RECON_GROUND_TRUTH (demo data), "
+            "reconciliation",
+            "accuracy per category and overall against RECON_GROUND_TRUTH (demo data), "
             "evaluated on the truth's as-of date; blocks publication below RECON_ACCURACY_THRESHOLD",
         ),
     ],
@@ -383,11 +393,10 @@ def _record_failed_attempt(
     partitions_def=business_date_partitions,
     deps=[reconciliation],
     check_specs=[
-        dg.AssetCheckSpec(
+        _blocking_check(
             STORE_TOTALS_CHECK,
-            asset="outcomes",
-            blocking=True,
-            description="control totals: per currency, rows and Σ amount_minor of the day's ledger records "
+            "outcomes",
+            "control totals: per currency, rows and Σ amount_minor of the day's ledger records "
             "and settlement lines in the lake equal those in the outcome store",
         )
     ],
@@ -439,11 +448,10 @@ def outcomes(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.Mate
     partitions_def=business_date_partitions,
     deps=[outcomes],
     check_specs=[
-        dg.AssetCheckSpec(
+        _blocking_check(
             EXCEPTIONS_SUITE_CHECK,
-            asset="exceptions",
-            blocking=True,
-            description="Great Expectations suite expectations/exception_queue.json: unique keys, allowed "
+            "exceptions",
+            "Great Expectations suite expectations/exception_queue.json: unique keys, allowed "
             "categories, amounts within range, ISO 4217 currencies, every exception of the outcomes queued",
         )
     ],
