@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import polars as pl
 import pytest
 from sqlalchemy import Engine, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from reconciliation_pipeline.frames import OUTCOME_SCHEMA, conform
@@ -155,6 +157,22 @@ def test_the_application_role_may_only_insert_and_select_the_audit_table(pg_sche
             s.connection().exec_driver_sql("UPDATE outcomes SET run_id = 'r2'")
         result = verify_chain(eng)
         assert result.ok and result.count == 5
+        # production: a login role that is a member of recon_app (docs/audit.md), migrations already run
+        login = f"recon_login_{uuid.uuid4().hex[:8]}"
+        with eng.begin() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {login} LOGIN IN ROLE recon_app")
+        as_app = make_engine(make_url(pg_schema_url).set(username=login))
+        try:
+            migrate(as_app)  # current schema: a no-op the application role may run
+            with session_scope(as_app) as s:
+                append_events(s, [AuditEventIn(actor="pipeline", action="a", entity_type="t", entity_id="y")])
+            with pytest.raises(DBAPIError, match="permission denied"), as_app.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM audit_events")
+            assert verify_chain(as_app).ok
+        finally:
+            as_app.dispose()
+            with eng.begin() as conn:
+                conn.exec_driver_sql(f"DROP ROLE {login}")
     finally:
         eng.dispose()
 
