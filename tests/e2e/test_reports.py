@@ -377,3 +377,21 @@ def test_the_daily_report_asset_puts_a_preview_and_the_paths_in_its_metadata(
     assert Path(str(metadata["html_report"].value)).exists()
     assert Path(str(metadata["xlsx_report"].value)).exists()
     assert metadata["payout_breaks"].value == 0
+
+
+def test_recon_run_prints_a_summary_per_date_and_the_report(demo: Demo) -> None:
+    done = subprocess.run(
+        [RECON, "run", "--from", LAST.isoformat(), "--to", LAST.isoformat()],
+        env=demo.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout.replace("\n", "")
+    files = read_report(demo.lake.reports, LAST)
+    assert files is not None
+    h = files.headline
+    assert f"{h['booked']:,} booked, {h['matched']:,} matched, {h['pending']:,} pending" in out
+    assert str(files.html) in out
