@@ -82,7 +82,9 @@ def land(
     lake.ensure()
     if bootstrap_servers is not None:
         from .kafka_lander import land_from_kafka
+        from .telemetry import configure_logging
 
+        configure_logging()  # a long-running lander: JSON log lines with trace and span ids on stderr
         stats = land_from_kafka(
             bootstrap_servers=bootstrap_servers,
             topic=topic,
