@@ -129,7 +129,11 @@ def publish_outcomes(
     if outcomes is None:
         raise FileNotFoundError(f"no reconciliation output for {day}: materialise `reconciliation` first")
     with (
-        step_span("publish", {"business_date": day}, metrics_dir=lake.root / "metrics"),
+        step_span(
+            "publish",
+            {"business_date": day, "dagster.run_id": _run_id(chain)},
+            metrics_dir=lake.root / "metrics",
+        ),
         db.session_scope(engine) as session,
     ):
         # audit events carry the payment's trace id; batch events (and records of no known payment)

@@ -194,7 +194,7 @@ def step_span(
     """
     from . import metrics
 
-    attrs = {"recon.step": step, **{k: _attr(v) for k, v in (attributes or {}).items()}}
+    attrs = {"recon.step": step, **{k: _attr(v) for k, v in (attributes or {}).items() if v is not None}}
     started = time.monotonic()
     with tracer().start_as_current_span(f"recon.{step}", attributes=attrs) as span:
         ok = False

@@ -171,6 +171,9 @@ def test_a_payments_trace_id_is_on_its_outcome_audit_events_and_api_answer(
         assert names.count(step) == 1, names
     reconcile = next(s for s in memory_spans.get_finished_spans() if s.name == "recon.reconcile")
     assert reconcile.attributes is not None and reconcile.attributes["business_date"] == DAY.isoformat()
+    assert (
+        publish[0].attributes is not None and publish[0].attributes["dagster.run_id"]
+    )  # the run it belongs to
 
     # the run metrics are in the lake as text exposition files, one per step, with what the run did
     exposed = _read_textfiles(lake.root / "metrics")
