@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import polars as pl
@@ -102,6 +102,9 @@ SETTLEMENT_COLUMNS = (
     "booking_date",
 )
 
+if TYPE_CHECKING:
+    from polars._typing import ParquetCompression
+
 _Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 _EVIDENCE = {"record_key": pl.String, "evidence": pl.String}
 _LEDGER_ORDER = ("occurred_at", "transaction_id")
@@ -131,10 +134,13 @@ class ReconResult:
     def export(self) -> pl.DataFrame:
         return conform(self.outcomes, OUTCOME_SCHEMA)
 
-    def sink_outcomes(self, path: str | Path) -> None:
+    def sink_outcomes(
+        self, path: str | Path, *, compression: ParquetCompression = "lz4", statistics: bool = False
+    ) -> None:
         """Write the outcomes to Parquet with Polars' streaming engine (the strings are made batch by
-        batch rather than all at once)."""
-        self._plan.sink_parquet(path, engine="streaming")
+        batch rather than all at once). By default lz4 and no column statistics: cheaper to write than
+        zstd with min/max per page, for a lake table that is read back whole."""
+        self._plan.sink_parquet(path, engine="streaming", compression=compression, statistics=statistics)
 
 
 def _enabled(frame: _Frame, rule: str, rules: Mapping[str, Sequence[str]] | None) -> _Frame:
@@ -176,6 +182,12 @@ def _rows(frame: pl.DataFrame, ids: pl.Series | np.ndarray) -> pl.DataFrame:
     return frame[np.sort(ids_of(ids))]
 
 
+def _offsets(sizes: np.ndarray) -> np.ndarray:
+    """0, 1, .., size-1 for each size, concatenated."""
+    ends = np.cumsum(sizes)
+    return np.arange(ends[-1] if ends.size else 0) - np.repeat(ends - sizes, sizes)
+
+
 def _pair_by(
     ledger: pl.DataFrame, lines: pl.DataFrame, left_on: list[str], right_on: list[str]
 ) -> pl.DataFrame:
@@ -196,7 +208,7 @@ def _both(pairs: pl.DataFrame) -> pl.DataFrame:
 
 def _prepare_ledger(ledger: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.DataFrame:
     sign = pl.col("kind").replace_strict(KIND_SIGN, return_dtype=pl.Int64)
-    return (
+    plan = (
         ledger.lazy()
         .select(LEDGER_COLUMNS)
         .filter(pl.col("business_date") <= as_of)
@@ -204,22 +216,32 @@ def _prepare_ledger(ledger: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.D
         .drop("amount_minor")
         .with_columns(pl.col(_LEDGER_NAMES).cast(pl.String).cast(pl.Categorical))
         .with_row_index("lid")
-        .collect(engine="streaming")
-        .rechunk()  # one chunk per column: the gathers by row id below stay cheap
     )
+    return _collect(plan)
 
 
 def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.DataFrame:
-    return (
+    plan = (
         lines.lazy()
         .select(SETTLEMENT_COLUMNS)
         .filter(pl.col("booking_date") <= as_of)
         .with_columns(player=pl.col("line_kind").is_in(list(PLAYER_LINE_KINDS)))
         .with_columns(pl.col(_SETTLEMENT_NAMES).cast(pl.String).cast(pl.Categorical))
         .with_row_index("sid")
-        .collect(engine="streaming")
-        .rechunk()
     )
+    return _collect(plan)
+
+
+def _collect(plan: pl.LazyFrame) -> pl.DataFrame:
+    """Collect with the streaming engine (the inputs are never held as plain strings and Categorical at
+    once), then make each column one chunk, so that the gathers by row id stay cheap: column by
+    column, so that only one column is ever held twice."""
+    frame = plan.collect(engine="streaming")
+    columns = frame.get_columns()
+    del frame
+    for i in range(len(columns)):
+        columns[i] = columns[i].rechunk()
+    return pl.DataFrame(columns)
 
 
 def _strings(frame: pl.DataFrame) -> pl.DataFrame:
@@ -317,49 +339,63 @@ def _exact_ref(
 ) -> None:
     """1. exact_ref: PSP movement reference + signed amount + currency, k-th booking with k-th settlement.
 
-    One inner join on a 64-bit hash of the key, each pair then checked column by column (a hash
-    collision cannot pair unequal keys). A key with one record on each side is a pair outright; keys
-    with more (the same movement booked or settled twice) are ranked in canonical order."""
+    Both sides' keys are hashed to 64 bits and sorted together (a sort-merge join: cheaper here than a
+    hash join of 10M by 10M rows). A hash shared by exactly one booking and one settlement row is a
+    pair once its columns are checked equal (a hash collision can never pair unequal keys); hashes
+    shared by more records (the same movement booked or settled twice) go to the ranking below, which
+    groups by the key columns themselves."""
     left = (
         _enabled(led.lazy(), "exact_ref", rules)
         .filter(pl.col("psp_reference").is_not_null())
         .select("lid", h=_key_hash("psp", "psp_reference", "signed", "currency"))
+        .collect()
     )
     right = (
         stl.lazy()
         .filter(pl.col("player") & pl.col("movement_reference").is_not_null())
         .select("sid", h=_key_hash("psp", "movement_reference", "amount_minor", "currency"))
+        .collect()
     )
-    pairs = left.join(right, on="h", how="inner", maintain_order="left").drop("h").collect()
-    if pairs.is_empty():
+    if left.is_empty() or right.is_empty():
         return
-    lid, sid = pairs["lid"], pairs["sid"]
+    n_left = left.height
+    hashes = pl.concat([left["h"], right["h"]])
+    order = ids_of(hashes.arg_sort())
+    sorted_h = hashes.to_numpy()[order]
+    del hashes
+    starts = np.flatnonzero(np.r_[True, sorted_h[1:] != sorted_h[:-1]])
+    del sorted_h
+    sizes = np.diff(np.r_[starts, order.size])
+    settled = np.add.reduceat((order >= n_left).astype(np.int64), starts)
+    # one booking and one settlement row under a hash: a pair, if the key columns agree
+    two = starts[(sizes == 2) & (settled == 1)]
+    first, second = order[two], order[two + 1]
+    on_left = first < n_left
+    lid = left["lid"].gather(pl.Series(np.where(on_left, first, second)))
+    sid = right["sid"].gather(pl.Series(np.where(on_left, second, first) - n_left))
     same = (
         (led["signed"].gather(lid) == stl["amount_minor"].gather(sid))
         & (led["psp_reference"].gather(lid) == stl["movement_reference"].gather(sid))
         & (led["psp"].gather(lid) == stl["psp"].gather(sid))
         & (led["currency"].gather(lid) == stl["currency"].gather(sid))
     )
-    pairs = pairs.filter(same)
-    lids, sids = ids_of(pairs["lid"]), ids_of(pairs["sid"])
-    shared = pl.Series(
-        (np.bincount(lids, minlength=book.n_ledger)[lids] > 1)
-        | (np.bincount(sids, minlength=book.n_settlement)[sids] > 1)
-    )
-    single = pairs.filter(~shared)
-    book.decide_pairs(single["lid"], single["sid"], rule="exact_ref", status=MATCHED)
-    crowded = pairs.filter(shared)
-    if crowded.is_empty():
+    book.decide_pairs(lid.filter(same), sid.filter(same), rule="exact_ref", status=MATCHED)
+    # more records under a hash, on both sides: rank them by their key columns
+    many = (sizes > 2) & (settled >= 1) & (settled < sizes)
+    if not many.any():
         return
+    members = order[np.repeat(starts[many], sizes[many]) + _offsets(sizes[many])]
+    crowded_l = left["lid"].gather(pl.Series(members[members < n_left]))
+    crowded_s = right["sid"].gather(pl.Series(members[members >= n_left] - n_left))
     keys = ["k0", "k1", "k2", "k3"]
     l_rows = (
-        _strings(_rows(led, crowded["lid"].unique()))
+        _strings(_rows(led, crowded_l))
         .select("lid", *_LEDGER_ORDER, k0="psp", k1="psp_reference", k2="signed", k3="currency")
         .sort(_LEDGER_ORDER)
         .with_columns(rank=pl.int_range(pl.len()).over(keys))
     )
     s_rows = (
-        _strings(_rows(stl, crowded["sid"].unique()))
+        _strings(_rows(stl, crowded_s))
         .select(
             "sid", *_SETTLEMENT_ORDER[:2], k0="psp", k1="movement_reference", k2="amount_minor", k3="currency"
         )
@@ -862,12 +898,8 @@ def _match_id_expr() -> pl.Expr:
             pl.col("m_row").cast(pl.String),
         ]
     )
-    return (
-        pl.when(pl.col("m_row").is_not_null())
-        .then(on_settlement)
-        .otherwise(pl.concat_str([pl.lit("M-"), pl.col("m_tx")]))
-        .alias("match_id")
-    )
+    # concat_str is null when a part is null: at most one of the two is not
+    return pl.coalesce(on_settlement, pl.concat_str([pl.lit("M-"), pl.col("m_tx")])).alias("match_id")
 
 
 def _codes(column: str, names: Sequence[str | None]) -> pl.Expr:

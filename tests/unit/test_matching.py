@@ -352,6 +352,18 @@ def test_hash_collisions_in_exact_ref_never_pair_unequal_keys(monkeypatch: pytes
     assert_frame_equal(collided.outcomes, awkward.outcomes)
 
 
+def test_a_hash_collision_between_one_booking_and_one_settlement_row_pairs_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    books = LEDGER.filter(pl.col("transaction_id") == "tx-1")  # P1, 1000 EUR
+    rows = LINES.filter(pl.col("movement_reference") == "P2")  # P2, 499 EUR
+    monkeypatch.setattr(engine, "_key_hash", lambda *columns: pl.lit(7, pl.UInt64))
+    out = reconcile(books, rows, as_of=AS_OF, lag_days=3).outcomes
+    # the two collide, their keys differ: neither is paired, each falls through to the fallbacks
+    assert outcome_of(out, "ledger:tx-1")[:2] == ("exception", "missing_in_psp")
+    assert outcome_of(out, "settlement:adyen:a.csv:2")[:2] == ("exception", "missing_in_ledger")
+
+
 def test_a_record_decided_twice_is_refused() -> None:
     book = Book(3, 2, engine.RULES)
     book.decide(LEDGER_SIDE, np.array([0, 2]), rule="exact_ref", status=MATCHED)
