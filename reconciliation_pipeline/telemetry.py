@@ -115,7 +115,8 @@ def exporter_name(explicit: str | None = None) -> str:
     return name
 
 
-def _make_exporter(name: str) -> tuple[SpanExporter | None, MemorySpanExporter | None]:
+def make_exporter(name: str) -> tuple[SpanExporter | None, MemorySpanExporter | None]:
+    """The span exporter ``name`` stands for (``None`` for ``none``), and the in-memory one if it is that."""
     if name == "memory":
         memory = MemorySpanExporter()
         return memory, memory
@@ -154,7 +155,7 @@ def setup_telemetry(
             provider = trace.get_tracer_provider()
             if not isinstance(provider, TracerProvider):  # pragma: no cover - another SDK won the race
                 raise RuntimeError(f"a foreign tracer provider is installed: {provider!r}")
-        span_exporter, memory = _make_exporter(name)
+        span_exporter, memory = make_exporter(name)
         if span_exporter is not None:
             batch = name == "otlp"
             provider.add_span_processor(
@@ -281,6 +282,7 @@ __all__ = [
     "current",
     "current_ids",
     "exporter_name",
+    "make_exporter",
     "setup_telemetry",
     "step_span",
     "tracer",

@@ -311,3 +311,50 @@ def _samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], flo
 )
 def test_age_buckets_cover_every_age(days: int, bucket: str) -> None:
     assert metrics.age_bucket(days) == bucket
+
+
+def test_the_otlp_exporter_sends_spans_to_the_collector_named_by_the_standard_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real OTLP/HTTP exchange with a local HTTP server standing in for the collector."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        exporter, memory = telemetry.make_exporter(telemetry.exporter_name("otlp"))
+        assert exporter is not None and memory is None
+        provider = TracerProvider()  # a private provider: the process's global one stays as it is
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("test").start_as_current_span(
+            "recon.publish", attributes={"recon.step": "publish"}
+        ):
+            pass
+        provider.shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [path for path, _ in received] == ["/v1/traces"]
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(received[0][1])
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [s.name for s in spans] == ["recon.publish"]
