@@ -168,6 +168,8 @@ def record_step(step: str, seconds: float, *, ok: bool) -> None:
 
 def record_reconciled(outcomes: pl.DataFrame) -> None:
     """Records the last reconciliation decided, per record kind and status (step ``reconcile``)."""
+    with _lock:  # only this run's combinations: a status absent now must not keep an earlier run's count
+        _samples["reconcile"].pop("recon_pipeline_records_reconciled", None)
     for record, status, n in outcomes.group_by("record", "status").len().iter_rows():
         set_value("reconcile", "recon_pipeline_records_reconciled", n, {"record": record, "status": status})
 

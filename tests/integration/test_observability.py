@@ -358,3 +358,17 @@ def test_the_otlp_exporter_sends_spans_to_the_collector_named_by_the_standard_va
     request.ParseFromString(received[0][1])
     spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert [s.name for s in spans] == ["recon.publish"]
+
+
+def test_run_metrics_describe_the_last_run_only(tmp_path: Path) -> None:
+    metrics.reset()
+    first = pl.DataFrame({"record": ["ledger", "ledger"], "status": ["exception", "matched"]})
+    metrics.record_reconciled(first)
+    metrics.record_reconciled(pl.DataFrame({"record": ["ledger"], "status": ["matched"]}))
+    metrics.export_step("reconcile", tmp_path)
+    samples = _read_textfiles(tmp_path)["reconcile"]["recon_pipeline_records_reconciled"]
+    assert [(s.labels, s.value) for s in samples] == [({"record": "ledger", "status": "matched"}, 1.0)]
+    with pytest.raises(KeyError, match="not a pipeline metric"):
+        metrics.set_value("reconcile", "recon_unknown", 1)
+    with pytest.raises(ValueError, match="takes labels"):
+        metrics.set_value("reconcile", "recon_pipeline_records_reconciled", 1, {"record": "ledger"})
