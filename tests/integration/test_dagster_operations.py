@@ -36,6 +36,7 @@ from reconciliation_pipeline.store.models import AuditEvent
 START = dt.date(2026, 3, 2)
 DAY = dt.date(2026, 3, 4)  # a date with matches, pendings and exceptions in the demo data
 WRITES_OUTCOMES = re.compile(r'^\s*INSERT\b[^(]*\bINTO\s+"?outcomes"?\s', re.IGNORECASE)
+DROPPED = "server closed the connection unexpectedly (injected fault)"
 INJECTED = "permission denied for table outcomes (injected fault)"
 
 
@@ -62,6 +63,9 @@ class StoreWithFault(ReconResource):
     in the middle of the publication transaction (ledger and settlement rows are already written in it)."""
 
     fault_file: str = ""
+    #: "persistent": refused while the file exists (non-transient, a revoked grant); "once": the connection
+    #: drops on the first attempt and the file is removed (a transient outage the retry policy covers).
+    fault_mode: str = "persistent"
 
     @cached_property
     def engine(self) -> Engine:
@@ -72,6 +76,9 @@ class StoreWithFault(ReconResource):
         @event.listens_for(engine, "before_cursor_execute")
         def _refuse(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
             if fault.exists() and WRITES_OUTCOMES.match(statement):
+                if self.fault_mode == "once":
+                    fault.unlink()
+                    raise sqlalchemy.exc.OperationalError(statement, None, Exception(DROPPED))
                 raise sqlalchemy.exc.ProgrammingError(statement, None, Exception(INJECTED))
 
         return engine
@@ -226,3 +233,34 @@ def test_a_blocking_expectation_stops_publication(
         assert "reconciliation" in done and not done & {"outcomes", "exceptions", "daily_report"}
     stored, _ = _stored(db_file)
     assert stored.is_empty()
+
+
+def test_a_transient_store_fault_is_retried_by_the_retry_policy(demo_data: Path, tmp_path: Path) -> None:
+    """The connection drops once in the middle of the publication: the retry policy runs `outcomes` again
+    in the same run, which succeeds; the audit trail records the dropped attempt as transient."""
+    fault = tmp_path / "connection-drops-once"
+    fault.touch()
+    db_file = tmp_path / "store.db"
+    resource = StoreWithFault(
+        data_dir=str(demo_data), database_url=f"sqlite:///{db_file}", fault_file=str(fault), fault_mode="once"
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS,
+            partition_key=DAY.isoformat(),
+            instance=instance,
+            resources={"recon": resource},
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        assert result.success
+        assert _steps(instance, result.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY) == {"outcomes"}
+    assert not fault.exists()
+    stored, events = _stored(db_file)
+    assert stored.height > 0
+    dropped = [e for e in events if e.action == "outcomes.publish_failed"]
+    assert len(dropped) == 1 and dropped[0].outcome["transient"] is True
+    assert DROPPED in dropped[0].outcome["message"] and dropped[0].inputs["attempt"] == 1
+    # The dropped attempt wrote nothing else; the retry's writes follow it in the chain.
+    published = [e for e in events if e.action != "outcomes.publish_failed"]
+    assert published and all(e.seq > dropped[0].seq for e in published)
