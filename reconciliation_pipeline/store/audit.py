@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from reconciliation_pipeline.store.db import bulk_insert
+from reconciliation_pipeline.store.db import COPY_CHUNK, LineReader, bulk_insert
 from reconciliation_pipeline.store.models import AuditEvent, UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -414,29 +414,6 @@ def _copy_json(value: str | None) -> str:
     return value.replace("\\", "\\\\") if "\\" in value else value
 
 
-class _CopyStream:
-    """A file-like ``read(size)`` over COPY lines made on demand.
-
-    psycopg2's ``copy_expert`` pulls chunks from it, so the events are hashed here while the server
-    is still writing the chunks sent before: Python and PostgreSQL work at the same time.
-    """
-
-    def __init__(self, lines: Iterator[str], chunk: int = 1 << 19) -> None:
-        self._lines = lines
-        self._chunk = chunk
-
-    def read(self, size: int = -1) -> str:
-        parts: list[str] = []
-        total = 0
-        target = self._chunk if size is None or size < 0 else max(size, self._chunk)
-        for line in self._lines:
-            parts.append(line)
-            total += len(line)
-            if total >= target:
-                break
-        return "".join(parts)
-
-
 def _copy_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
     f, j = _copy_field, _copy_json
     for seq, event_id, _occ, occ_iso, actor, action, etype, eid, inp, chn, out, trace, prv, digest in rows:
@@ -451,7 +428,7 @@ def _copy_events(session: Session, chainer: _Chainer) -> None:
     assert dbapi is not None
     cursor = dbapi.cursor()
     try:
-        cursor.copy_expert(_COPY_SQL, _CopyStream(_copy_lines(chainer.rows())), size=1 << 19)
+        cursor.copy_expert(_COPY_SQL, LineReader(_copy_lines(chainer.rows())), size=COPY_CHUNK)
     finally:
         cursor.close()
 

@@ -10,7 +10,6 @@ what serialises appends to the audit chain on SQLite. PostgreSQL uses psycopg2's
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -144,8 +143,23 @@ def bulk_insert(
             chunk = rows[start : start + BULK_CHUNK]
             conn.exec_driver_sql(sql, [tuple(_sqlite_value(r[c]) for c in columns) for r in chunk])
         return
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2" and not ignore_conflicts:
-        _copy_rows(conn, table, columns, rows)
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        if not ignore_conflicts:
+            _copy_rows(conn, table, columns, rows)
+            return
+        # COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING (not a statement per
+        # thousand rows): rows that conflict with stored ones, or with each other, are skipped
+        tmp = f"_bulk_insert_{table.name}"
+        cols = ", ".join(f'"{c}"' for c in columns)
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS pg_temp."{tmp}"')
+        conn.exec_driver_sql(
+            f'CREATE TEMPORARY TABLE "{tmp}" ON COMMIT DROP AS SELECT {cols} FROM "{table.name}" WITH NO DATA'
+        )
+        _copy_rows(conn, table, columns, rows, target=tmp)
+        conn.exec_driver_sql(
+            f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{tmp}" ON CONFLICT DO NOTHING'
+        )
+        conn.exec_driver_sql(f'DROP TABLE pg_temp."{tmp}"')
         return
     stmt: Any = insert(table)
     if ignore_conflicts and conn.dialect.name == "postgresql":
@@ -251,24 +265,50 @@ def _copy_rows(
 ) -> None:
     """``COPY table (columns) FROM STDIN`` on the connection's own transaction (psycopg2)."""
     json_cols = {c for c in columns if isinstance(table.c[c].type, JSON)}
-    buf = io.StringIO()
-    for r in rows:
-        buf.write(
-            "\t".join(
-                _copy_value(json.dumps(r[c]) if c in json_cols and r[c] is not None else r[c])
-                for c in columns
+
+    def lines() -> Iterator[str]:
+        for r in rows:
+            yield (
+                "\t".join(
+                    _copy_value(json.dumps(r[c]) if c in json_cols and r[c] is not None else r[c])
+                    for c in columns
+                )
+                + "\n"
             )
-        )
-        buf.write("\n")
-    buf.seek(0)
+
     cols = ", ".join(f'"{c}"' for c in columns)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
     try:
-        cursor.copy_expert(f'COPY "{target or table.name}" ({cols}) FROM STDIN', buf)
+        # streamed: rows are formatted here while the server stores the chunks sent before
+        cursor.copy_expert(
+            f'COPY "{target or table.name}" ({cols}) FROM STDIN', LineReader(lines()), size=COPY_CHUNK
+        )
     finally:
         cursor.close()
+
+
+COPY_CHUNK = 1 << 19
+
+
+class LineReader:
+    """A file-like ``read(size)`` over lines made on demand (what ``copy_expert`` pulls from)."""
+
+    def __init__(self, lines: Iterator[str], chunk: int = COPY_CHUNK) -> None:
+        self._lines = lines
+        self._chunk = chunk
+
+    def read(self, size: int = -1) -> str:
+        parts: list[str] = []
+        total = 0
+        target = self._chunk if size is None or size < 0 else max(size, self._chunk)
+        for line in self._lines:
+            parts.append(line)
+            total += len(line)
+            if total >= target:
+                break
+        return "".join(parts)
 
 
 @contextmanager
