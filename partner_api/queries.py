@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, func, literal, select, true
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, func, literal, select, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from reconciliation_pipeline.store.models import (
@@ -95,26 +97,21 @@ def decode_cursor(cursor: str | None) -> Any:
 # --------------------------------------------------------------------------- transactions
 
 
-def transaction_status(
-    session: Session,
-    principal: Principal,
-    *,
-    transaction_id: str | None = None,
-    psp_reference: str | None = None,
-) -> dict[str, Any] | None:
-    """One visible transaction with its outcome, open exception and matched settlement records.
-
-    One query: the transaction, its ledger outcome, the settlement outcomes of the same match group
-    and their lines, and the open exception (at most one by the store's unique index).
-    """
+@functools.lru_cache(maxsize=8)
+def _status_statement(*, by_reference: bool, psp: bool, brand: bool) -> Select[Any]:
+    """The status query, built once per shape (with bound parameters ``key``, ``psp``, ``brand``)."""
     lo = OUT.alias("lo")
     so = OUT.alias("so")
-    where = [owned(principal)]
-    if transaction_id is not None:
-        where.append(_T.transaction_id == transaction_id)
-    if psp_reference is not None:
-        where.append(_T.psp_reference == psp_reference)
-    stmt = (
+    where: list[ColumnElement[bool]] = [
+        (_T.psp_reference if by_reference else _T.transaction_id) == bindparam("key", type_=String())
+    ]
+    if psp:
+        where.append(_T.psp == bindparam("psp", type_=String()))
+    if brand:
+        where.append(_T.brand == bindparam("brand", type_=String()))
+    if not (psp or brand):
+        where.append(_T.transaction_id.is_(None))
+    return (
         select(
             *(_T[c] for c in TXN_COLUMNS),
             lo.c.status,
@@ -136,7 +133,7 @@ def transaction_status(
             _S.batch_id.label("s_batch_id"),
         )
         .select_from(TXN)
-        .outerjoin(lo, and_(lo.c.record_key == _ledger_key()))
+        .outerjoin(lo, lo.c.record_key == _ledger_key())
         .outerjoin(EXC, and_(_E.record_key == lo.c.record_key, _E.state == "open"))
         .outerjoin(so, and_(so.c.match_id == lo.c.match_id, so.c.record == "settlement"))
         .outerjoin(LINES, _S.record_key == so.c.record_key)
@@ -144,7 +141,29 @@ def transaction_status(
         .order_by(_T.transaction_id, so.c.psp, so.c.source_file, so.c.source_row)
         .limit(1000)
     )
-    rows = session.execute(stmt).mappings().all()
+
+
+def transaction_status(
+    session: Session | Connection,
+    principal: Principal,
+    *,
+    transaction_id: str | None = None,
+    psp_reference: str | None = None,
+) -> dict[str, Any] | None:
+    """One visible transaction with its outcome, open exception and matched settlement records.
+
+    One query: the transaction, its ledger outcome, the settlement outcomes of the same match group
+    and their lines, and the open exception (at most one by the store's unique index).
+    """
+    params: dict[str, Any] = {"key": transaction_id if transaction_id is not None else psp_reference}
+    if principal.psp is not None:
+        params["psp"] = principal.psp
+    if principal.brand is not None:
+        params["brand"] = principal.brand
+    stmt = _status_statement(
+        by_reference=transaction_id is None, psp=principal.psp is not None, brand=principal.brand is not None
+    )
+    rows = session.execute(stmt, params).mappings().all()
     if not rows:
         return None
     ids = {r["transaction_id"] for r in rows}

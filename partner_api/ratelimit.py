@@ -105,7 +105,7 @@ class RedisLimiter:
         self.url = url
         self.prefix = prefix
         # a bounded pool that waits for a free connection (a burst must not open a connection a request)
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool: Any = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=64, timeout=2.0, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self._client: Any = aioredis.Redis(connection_pool=pool)

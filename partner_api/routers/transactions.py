@@ -81,5 +81,6 @@ async def get_transaction(transaction_id: IdPath, principal: ReadPrincipal, runt
 
 
 def _status(runtime: Any, principal: Any, transaction_id: str) -> dict[str, Any] | None:
-    with read_session(runtime.engine(principal.environment)) as session:
-        return transaction_status(session, principal, transaction_id=transaction_id)
+    # the hot path: a plain connection (one statement, no ORM identity map)
+    with runtime.engine(principal.environment).connect() as conn:
+        return transaction_status(conn, principal, transaction_id=transaction_id)

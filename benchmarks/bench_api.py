@@ -1,0 +1,538 @@
+"""Partner API throughput: transaction status over 1M outcomes in PostgreSQL, against a bare endpoint.
+
+    .venv/bin/python benchmarks/bench_api.py --transactions 1000000   # smoke: --transactions 2000 --duration 2
+
+1. Creates a fresh PostgreSQL database, migrates it, and bulk-loads with ``COPY``: N ledger transactions
+   (Adyen, EUR), N ledger outcomes (90% matched, 6% pending, 4% exceptions) and, for each matched one,
+   its match group, settlement outcome and settlement line (so ``GET /v1/transactions/{id}`` returns
+   real evidence). ``ANALYZE`` afterwards.
+2. Serves, one after the other, with ``uvicorn`` (one worker, 127.0.0.1, access log off):
+   * baseline: ``benchmarks/bare_api.py``, a bare FastAPI endpoint reading one transaction row;
+   * candidate: ``partner_api.main:app``, the full stack: API key auth (SHA-256, constant-time), a
+     Redis Lua token bucket per key (in-process when Redis is absent), OpenTelemetry spans for the
+     request and its SQL (default in-memory exporter), Prometheus metrics, a JSON access log line,
+     the ownership-filtered status query with its evidence.
+3. Drives each with ``wrk`` (``--connections`` 64, random transaction ids; an asyncio ``httpx`` client
+   when wrk is not installed) after a warm-up, and prints requests/s, p50, p99, the ratio to the
+   baseline, the CPU the API process used and, from the per-core rate, how many cores and pods reach
+   the 6,500 requests/s weekend peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+PEAK_RPS = 6500
+GOAL_RATIO = 0.7
+GOAL_P99_MS = 50.0
+DEFAULT_ADMIN = os.environ.get(
+    "RECON_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass
+class Result:
+    label: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    server_cpu_s: float
+    db_cpu_s: float
+    seconds: float
+
+    @property
+    def server_cores(self) -> float:
+        return self.server_cpu_s / self.seconds
+
+    @property
+    def per_core_rps(self) -> float:
+        return self.rps / self.server_cores if self.server_cores else float("nan")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def tid(i: int) -> str:
+    return f"tx-{i:08d}"
+
+
+def _copy(cursor: object, table: str, columns: list[str], rows: Iterator[str]) -> None:
+    buf = io.StringIO()
+    for count, line in enumerate(rows, start=1):
+        buf.write(line)
+        if count % 200_000 == 0:
+            buf.seek(0)
+            cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)  # type: ignore[attr-defined]
+            buf = io.StringIO()
+    buf.seek(0)
+    cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)  # type: ignore[attr-defined]
+
+
+def load(url: str, n: int, seed: int = 7) -> dict[str, int]:
+    """Bulk-load N transactions with their outcomes and evidence with COPY; returns row counts."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from reconciliation_pipeline.store import db
+
+    db.migrate(url)
+    rng = random.Random(seed)
+    statuses = [
+        "matched" if r < 0.90 else "pending" if r < 0.96 else "exception"
+        for r in (rng.random() for _ in range(n))
+    ]
+    amounts = [rng.randrange(100, 500_000) for _ in range(n)]
+    sa = make_url(url)
+    conn = psycopg2.connect(host=sa.host, port=sa.port or 5432, user=sa.username, dbname=sa.database)
+    ts, day = "2026-03-02 10:00:00+00", "2026-03-02"
+    with conn, conn.cursor() as cur:
+        _copy(
+            cur,
+            "transactions",
+            [
+                "transaction_id",
+                "event_id",
+                "psp",
+                "psp_reference",
+                "kind",
+                "amount_minor",
+                "currency",
+                "occurred_at",
+                "brand",
+                "business_date",
+            ],
+            (
+                f"{tid(i)}\tev-{i}\tadyen\tPSP{i:010d}\tdeposit\t{amounts[i]}\tEUR\t{ts}\tcasino-a\t{day}\n"
+                for i in range(n)
+            ),
+        )
+        matched = [i for i in range(n) if statuses[i] == "matched"]
+        _copy(
+            cur,
+            "match_groups",
+            ["match_id", "rule_id", "business_date", "as_of_date"],
+            (f"m-{i}\texact_ref\t{day}\t{day}\n" for i in matched),
+        )
+        cols = [
+            "record_key",
+            "record",
+            "transaction_id",
+            "psp",
+            "source_file",
+            "source_row",
+            "status",
+            "match_id",
+            "rule_id",
+            "exception_category",
+            "business_date",
+            "as_of_date",
+            "updated_at",
+        ]
+
+        def outcomes() -> Iterator[str]:
+            for i in range(n):
+                st = statuses[i]
+                m = f"m-{i}" if st == "matched" else "\\N"
+                rule = "exact_ref" if st == "matched" else "\\N"
+                cat = "missing_in_psp" if st == "exception" else "\\N"
+                yield (
+                    f"ledger:{tid(i)}\tledger\t{tid(i)}\tadyen\t\\N\t\\N\t{st}\t{m}\t{rule}\t{cat}"
+                    f"\t{day}\t{day}\t{ts}\n"
+                )
+            for row, i in enumerate(matched, start=1):
+                yield (
+                    f"settlement:adyen:batch_{i // 50_000}.csv:{row}\tsettlement\t{tid(i)}\tadyen"
+                    f"\tbatch_{i // 50_000}.csv\t{row}"
+                    f"\tmatched\tm-{i}\texact_ref\t\\N\t{day}\t{day}\t{ts}\n"
+                )
+
+        _copy(cur, "outcomes", cols, outcomes())
+        _copy(
+            cur,
+            "settlement_lines",
+            [
+                "record_key",
+                "psp",
+                "source_file",
+                "source_row",
+                "file_sha256",
+                "batch_id",
+                "record_type",
+                "line_kind",
+                "moves_player_money",
+                "booking_date",
+                "amount_minor",
+                "currency",
+            ],
+            (
+                f"settlement:adyen:batch_{i // 50_000}.csv:{row}\tadyen\tbatch_{i // 50_000}.csv\t{row}"
+                f"\t{'0' * 64}\t{i // 50_000}"
+                f"\tSettled\tcapture\tt\t{day}\t{amounts[i]}\tEUR\n"
+                for row, i in enumerate(matched, start=1)
+            ),
+        )
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("ANALYZE")
+        cur.execute("SELECT count(*) FROM outcomes")
+        outcome_rows = int(cur.fetchone()[0])  # type: ignore[index]
+    conn.close()
+    return {"transactions": n, "outcomes": outcome_rows, "settlement_lines": len(matched)}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every local ``postgres`` process (the server is on this machine in the benchmark)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+            total += cpu_seconds(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+@contextlib.contextmanager
+def serve(target: str, env: dict[str, str], ready_path: str) -> Iterator[tuple[str, int]]:
+    """uvicorn serving ``target``; yields once ``ready_path`` answers 200 (the app's stores are open)."""
+    port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=str(ROOT),
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])},
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"{target} exited:\n{log.read().decode(errors='replace')[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}{ready_path}", timeout=30).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target} did not start within 60 s")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+# --------------------------------------------------------------------------- load
+
+
+_WRK_SCRIPT = """
+local n = {n}
+local prefix = "{prefix}"
+local auth = "{auth}"
+math.randomseed(os.time())
+request = function()
+  local path = string.format("%s%08d", prefix, math.random(0, n - 1))
+  if auth ~= "" then
+    return wrk.format("GET", path, {{["Authorization"] = auth}})
+  end
+  return wrk.format("GET", path)
+end
+"""
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def run_wrk(  # noqa: PLR0917
+    url: str, prefix: str, n: int, auth: str, connections: int, seconds: float, threads: int
+) -> tuple[float, float, float, int, int]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(_WRK_SCRIPT.format(n=n, prefix=prefix, auth=auth))
+        script = f.name
+    try:
+        done = subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-s",
+                script,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(script)
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return rps, p50, p99, total, errors
+
+
+def run_httpx(  # noqa: PLR0917
+    url: str, prefix: str, n: int, auth: str, connections: int, seconds: float
+) -> tuple[float, float, float, int, int]:
+    """The fallback load generator: ``connections`` asyncio workers, each one request at a time."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+
+    async def main() -> float:
+        nonlocal errors
+        headers = {"Authorization": auth} if auth else {}
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(base_url=url, limits=limits, headers=headers, timeout=10) as client:
+            stop = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                nonlocal errors
+                rng = random.Random()
+                while time.perf_counter() < stop:
+                    t0 = time.perf_counter()
+                    r = await client.get(f"{prefix}{rng.randrange(n):08d}")
+                    latencies.append(time.perf_counter() - t0)
+                    if r.status_code != 200:
+                        errors += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            return time.perf_counter() - started
+
+    elapsed = asyncio.run(main())
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    return len(latencies) / elapsed, pick(0.5), pick(0.99), len(latencies), errors
+
+
+def drive(  # noqa: PLR0917
+    label: str, url: str, pid: int, prefix: str, n: int, auth: str, args: argparse.Namespace
+) -> Result:
+    load_fn = (
+        (lambda s: run_wrk(url, prefix, n, auth, args.connections, s, args.threads))
+        if args.client == "wrk"
+        else (lambda s: run_httpx(url, prefix, n, auth, args.connections, s))
+    )
+    load_fn(args.warmup)
+    cpu0, db0, t0 = cpu_seconds(pid), postgres_cpu_seconds(), time.perf_counter()
+    rps, p50, p99, total, errors = load_fn(args.duration)
+    seconds = time.perf_counter() - t0
+    return Result(
+        label, rps, p50, p99, total, errors, cpu_seconds(pid) - cpu0, postgres_cpu_seconds() - db0, seconds
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def redis_url() -> str | None:
+    url = os.environ.get("RECON_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return url
+    except Exception:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--transactions", type=int, default=1_000_000)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds measured per server")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx"
+    )
+    parser.add_argument("--pg-admin-url", default=DEFAULT_ADMIN)
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args(argv)
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
+    name = f"recon_bench_api_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(args.pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    sandbox = (
+        make_url(args.pg_admin_url).set(database=name).update_query_dict({"options": "-csearch_path=sandbox"})
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench_api_"))
+    try:
+        t0 = time.perf_counter()
+        counts = load(url, args.transactions)
+        load_s = time.perf_counter() - t0
+        with admin.connect():
+            pass
+        eng = create_engine(url, isolation_level="AUTOCOMMIT")
+        with eng.connect() as conn:
+            conn.execute(text("CREATE SCHEMA sandbox"))
+        eng.dispose()
+        sandbox_url = sandbox.render_as_string(hide_password=False)
+
+        from partner_api import service
+        from reconciliation_pipeline.store import db
+
+        engine = db.make_engine(url)
+        with db.session_scope(engine) as session:
+            partner, _ = service.create_partner(session, name="bench-adyen", psp="adyen", brand=None)
+            key = service.issue_key(
+                session, partner=partner, environment="live", scopes="read", rate_per_s=1e9, burst=10**9
+            ).key
+        engine.dispose()
+        rurl = redis_url()
+        env = {
+            "RECON_DATABASE_URL": url,
+            "RECON_SANDBOX_DATABASE_URL": sandbox_url,
+            "RECON_DATA_DIR": str(work / "data"),
+            "RECON_LOG_LEVEL": "INFO",
+            "RECON_OTEL_EXPORTER": "memory",
+        }
+        if rurl:
+            env["RECON_REDIS_URL"] = rurl
+
+        with serve("bare_api:app", env, "/openapi.json") as (bare_url, bare_pid):
+            bare = drive(
+                "bare FastAPI one-row read", bare_url, bare_pid, "/bare/tx-", args.transactions, "", args
+            )
+        with serve("partner_api.main:app", env, "/v1/ready") as (full_url, full_pid):
+            full = drive(
+                "partner API transaction status",
+                full_url,
+                full_pid,
+                "/v1/transactions/tx-",
+                args.transactions,
+                f"Bearer {key}",
+                args,
+            )
+    finally:
+        if not args.keep_db:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(
+        f"machine: nproc {os.cpu_count()}, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}"
+    )
+    print(
+        f"data: {counts['transactions']:,} transactions, {counts['outcomes']:,} outcomes, "
+        f"{counts['settlement_lines']:,} settlement lines (COPY {load_s:.1f} s)"
+    )
+    print(
+        f"load: {args.client}, {args.connections} connections, {args.duration:.0f} s per server after "
+        f"{args.warmup:.0f} s warm-up; rate limiter {'redis' if rurl else 'in-process'}"
+    )
+    for r in (bare, full):
+        print(
+            f"{r.label:<34} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
+            f"errors {r.errors}  API process {r.server_cores:.2f} cores ({r.per_core_rps:.0f} req/s per core)  "
+            f"PostgreSQL {r.db_cpu_s / r.seconds:.2f} cores"
+        )
+    ratio = full.rps / bare.rps if bare.rps else float("nan")
+    print(f"ratio full stack / bare endpoint: {ratio:.2f}x (goal >= {GOAL_RATIO}x)")
+    print(f"p99 at {args.connections} connections: {full.p99_ms:.1f} ms (goal < {GOAL_P99_MS:.0f} ms)")
+    api_cores = PEAK_RPS / full.per_core_rps if full.per_core_rps else float("nan")
+    db_cores = PEAK_RPS * (full.db_cpu_s / max(full.requests, 1))
+    pods = math.ceil(api_cores / 0.7) if math.isfinite(api_cores) else -1
+    print(
+        f"weekend peak {PEAK_RPS} req/s: {api_cores:.1f} API cores at 100% ({pods} pods of 1 vCPU / 1 uvicorn "
+        f"worker at 70% CPU), plus {db_cores:.1f} PostgreSQL cores"
+    )
+    print("json:", json.dumps({"ratio": ratio, "bare": bare.__dict__, "full": full.__dict__}, default=str))
+    failed = full.errors > 0 or bare.errors > 0
+    if failed:
+        print("ERROR: some requests failed (non-2xx or socket errors)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
