@@ -77,7 +77,11 @@ def audit_verify(
     settings = Settings()
     engine = _engine(settings)
     try:
-        result = audit.verify_chain(engine, method=method.value)
+        try:
+            result = audit.verify_chain(engine, method=method.value)
+        except ValueError as exc:  # --method server on SQLite
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
         if not result.ok:
             err.print(f"[red]Audit chain broken at event seq {result.first_bad_seq}[/red]: {result.reason}")
             raise typer.Exit(1)
