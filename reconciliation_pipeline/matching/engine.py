@@ -267,6 +267,14 @@ def reconcile(
     """
     led = _prepare_ledger(ledger, as_of)
     stl = _prepare_settlement(lines, as_of)
+    # Columns only a few rows use leave the whole frames before the big join: rows that move no player
+    # money (payout references, remittance texts) and adjustments' original transaction ids.
+    non_player = _strings(stl.filter(~pl.col("player")))
+    stl = stl.drop("payout_reference", "remittance_info")
+    originals = led.filter(pl.col("original_transaction_id").is_not_null()).select(
+        "lid", "original_transaction_id"
+    )
+    led = led.drop("original_transaction_id")
     book = Book(led.height, stl.height, RULES)
     window_open = (pl.lit(as_of) - pl.col("business_date")).dt.total_days() <= lag_days
 
@@ -275,6 +283,7 @@ def reconcile(
     # What exact_ref left, in canonical order (ranks and tie-breaks depend on it, never on row ids).
     rest_led = (
         _strings(led.filter(book.open_mask(LEDGER)))
+        .join(originals, on="lid", how="left")
         .sort(_LEDGER_ORDER)
         .with_columns(
             line_kind=pl.col("kind").replace_strict(KIND_TO_LINE, return_dtype=pl.String),
@@ -287,8 +296,9 @@ def reconcile(
         .with_columns(spos=pl.int_range(pl.len()))
     )
 
-    non_player = _strings(stl.filter(~pl.col("player")))
-    adjustments = _strings(led.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS)))
+    adjustments = _strings(led.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))).join(
+        originals, on="lid", how="left"
+    )
     # From here on the whole frames serve only lookups by row id and the output: keep what those need.
     led = led.select("lid", "transaction_id", "psp", "business_date")
     stl = stl.select("sid", "psp", "source_file", "source_row", "booking_date")
@@ -360,13 +370,14 @@ def _exact_ref(
         return
     n_left = left.height
     hashes = pl.concat([left["h"], right["h"]])
-    order = ids_of(hashes.arg_sort())
+    left, right = left.select("lid"), right.select("sid")
+    order = hashes.arg_sort().to_numpy()
     sorted_h = hashes.to_numpy()[order]
     del hashes
     starts = np.flatnonzero(np.r_[True, sorted_h[1:] != sorted_h[:-1]])
     del sorted_h
     sizes = np.diff(np.r_[starts, order.size])
-    settled = np.add.reduceat((order >= n_left).astype(np.int64), starts)
+    settled = np.add.reduceat((order >= n_left).astype(np.int32), starts)
     # one booking and one settlement row under a hash: a pair, if the key columns agree
     two = starts[(sizes == 2) & (settled == 1)]
     first, second = order[two], order[two + 1]
@@ -854,16 +865,17 @@ def _anchor_columns(
     names = names or _Names(led, stl)
     sid = _where(anchors, (anchors != NO_ANCHOR) & (anchors < book.n_settlement))
     lid = _where(anchors - book.n_settlement, anchors >= book.n_settlement)
-    # Few groups are anchored on a ledger record: their transaction ids as a small Categorical, so the
-    # column costs 4 bytes a row rather than a string view.
+    # Few groups are anchored on a ledger record: their transaction ids as a small Enum of their own (not
+    # the process-wide Categorical mapping), so the column costs a few bytes a row, not a string view.
     anchored = lid.drop_nulls().unique()
     position = lid.replace_strict(anchored, pl.int_range(anchored.len(), eager=True), default=None)
+    ids = led["transaction_id"].gather(anchored)
     return pl.DataFrame(
         {
             "m_psp": names.s_psp.gather(sid),
             "m_file": names.s_file.gather(sid),
             "m_row": stl["source_row"].gather(sid),
-            "m_tx": led["transaction_id"].gather(anchored).cast(pl.Categorical).gather(position),
+            "m_tx": ids.cast(pl.Enum(ids.unique().drop_nulls())).gather(position),
         }
     )
 
