@@ -1,6 +1,6 @@
 """Partner API throughput: transaction status over 1M outcomes in PostgreSQL, against a bare endpoint.
 
-    .venv/bin/python benchmarks/bench_api.py --transactions 1000000   # smoke: --transactions 2000 --duration 2
+    .venv/bin/python benchmarks/bench_api.py --transactions 1000000  # smoke: --transactions 2000 --duration 2
 
 1. Creates a fresh PostgreSQL database, migrates it, and bulk-loads with ``COPY``: N ledger transactions
    (Adyen, EUR), N ledger outcomes (90% matched, 6% pending, 4% exceptions) and, for each matched one,
@@ -219,20 +219,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU seconds of every local ``postgres`` process (the server is on this machine in the benchmark)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/comm") as f:
-                if f.read().strip() != "postgres":
-                    continue
-            total += cpu_seconds(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+def postgres_cpu_seconds(database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving ``database`` (the server runs on this machine)."""
+    import psycopg2
+
+    out: dict[int, float] = {}
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+            )
+            for (pid,) in cur.fetchall():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    out[int(pid)] = cpu_seconds(int(pid))
+    finally:
+        conn.close()
+    return out
+
+
+def db_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
 @contextlib.contextmanager
@@ -395,12 +402,11 @@ def drive(  # noqa: PLR0917
         else (lambda s: run_httpx(url, prefix, n, auth, args.connections, s))
     )
     load_fn(args.warmup)
-    cpu0, db0, t0 = cpu_seconds(pid), postgres_cpu_seconds(), time.perf_counter()
+    cpu0, db0, t0 = cpu_seconds(pid), postgres_cpu_seconds(args.database), time.perf_counter()
     rps, p50, p99, total, errors = load_fn(args.duration)
     seconds = time.perf_counter() - t0
-    return Result(
-        label, rps, p50, p99, total, errors, cpu_seconds(pid) - cpu0, postgres_cpu_seconds() - db0, seconds
-    )
+    db_cpu = db_cpu_delta(db0, postgres_cpu_seconds(args.database))
+    return Result(label, rps, p50, p99, total, errors, cpu_seconds(pid) - cpu0, db_cpu, seconds)
 
 
 # --------------------------------------------------------------------------- main
@@ -431,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pg-admin-url", default=DEFAULT_ADMIN)
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument(
+        "--sample-ratio",
+        type=float,
+        default=0.1,
+        help="trace sampling of the third configuration (OTEL_TRACES_SAMPLER)",
+    )
     args = parser.parse_args(argv)
 
     from sqlalchemy import create_engine, text
@@ -438,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
 
     admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
     name = f"recon_bench_api_{uuid.uuid4().hex[:8]}"
+    args.database = name
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(args.pg_admin_url).set(database=name).render_as_string(hide_password=False)
@@ -482,6 +495,21 @@ def main(argv: list[str] | None = None) -> int:
             bare = drive(
                 "bare FastAPI one-row read", bare_url, bare_pid, "/bare/tx-", args.transactions, "", args
             )
+        sampled_env = {
+            **env,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(args.sample_ratio),
+        }
+        with serve("partner_api.main:app", sampled_env, "/v1/ready") as (full_url, full_pid):
+            sampled = drive(
+                f"partner API, {args.sample_ratio:.0%} of traces sampled",
+                full_url,
+                full_pid,
+                "/v1/transactions/tx-",
+                args.transactions,
+                f"Bearer {key}",
+                args,
+            )
         with serve("partner_api.main:app", env, "/v1/ready") as (full_url, full_pid):
             full = drive(
                 "partner API transaction status",
@@ -511,24 +539,39 @@ def main(argv: list[str] | None = None) -> int:
         f"load: {args.client}, {args.connections} connections, {args.duration:.0f} s per server after "
         f"{args.warmup:.0f} s warm-up; rate limiter {'redis' if rurl else 'in-process'}"
     )
-    for r in (bare, full):
+    for r in (bare, full, sampled):
         print(
-            f"{r.label:<34} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
-            f"errors {r.errors}  API process {r.server_cores:.2f} cores ({r.per_core_rps:.0f} req/s per core)  "
-            f"PostgreSQL {r.db_cpu_s / r.seconds:.2f} cores"
+            f"{r.label:<42} {r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
+            f"errors {r.errors}  API process {r.server_cores:.2f} cores "
+            f"({r.per_core_rps:.0f} req/s per core)  PostgreSQL {r.db_cpu_s / r.seconds:.2f} cores"
         )
     ratio = full.rps / bare.rps if bare.rps else float("nan")
     print(f"ratio full stack / bare endpoint: {ratio:.2f}x (goal >= {GOAL_RATIO}x)")
     print(f"p99 at {args.connections} connections: {full.p99_ms:.1f} ms (goal < {GOAL_P99_MS:.0f} ms)")
+    print(
+        f"ratio with {args.sample_ratio:.0%} of traces sampled / bare: {sampled.rps / bare.rps:.2f}x, "
+        f"p99 {sampled.p99_ms:.1f} ms"
+    )
     api_cores = PEAK_RPS / full.per_core_rps if full.per_core_rps else float("nan")
     db_cores = PEAK_RPS * (full.db_cpu_s / max(full.requests, 1))
     pods = math.ceil(api_cores / 0.7) if math.isfinite(api_cores) else -1
     print(
-        f"weekend peak {PEAK_RPS} req/s: {api_cores:.1f} API cores at 100% ({pods} pods of 1 vCPU / 1 uvicorn "
-        f"worker at 70% CPU), plus {db_cores:.1f} PostgreSQL cores"
+        f"weekend peak {PEAK_RPS} req/s: {api_cores:.1f} API cores at 100% ({pods} pods of 1 vCPU / "
+        f"1 uvicorn worker at 70% CPU), plus {db_cores:.1f} PostgreSQL cores"
     )
-    print("json:", json.dumps({"ratio": ratio, "bare": bare.__dict__, "full": full.__dict__}, default=str))
-    failed = full.errors > 0 or bare.errors > 0
+    per_core_sampled = sampled.per_core_rps
+    print(
+        f"  with {args.sample_ratio:.0%} of traces sampled: {PEAK_RPS / per_core_sampled:.1f} API cores "
+        f"({math.ceil(PEAK_RPS / per_core_sampled / 0.7)} pods)"
+    )
+    print(
+        "json:",
+        json.dumps(
+            {"ratio": ratio, "bare": bare.__dict__, "full": full.__dict__, "sampled": sampled.__dict__},
+            default=str,
+        ),
+    )
+    failed = full.errors > 0 or bare.errors > 0 or sampled.errors > 0
     if failed:
         print("ERROR: some requests failed (non-2xx or socket errors)", file=sys.stderr)
     return 1 if failed else 0
