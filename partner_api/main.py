@@ -12,7 +12,7 @@ from reconciliation_pipeline.settings import Settings
 from reconciliation_pipeline.telemetry import configure_logging
 
 from . import openapi, problems
-from .observability import MetricsMiddleware, instrument_app
+from .observability import MetricsMiddleware, instrument_app, log_in_background
 from .routers import disputes, ops, settlements, system, transactions
 
 DESCRIPTION = """\
@@ -52,4 +52,5 @@ def create_app(settings: Settings | None = None, *, instrument: bool = True) -> 
 
 
 configure_logging()
+log_in_background()
 app = create_app()

@@ -133,3 +133,32 @@ def instrument_engine(engine: Engine) -> None:
     )
     EngineTracer(tracer, engine, usage)
     _instrumented.add(id(engine))
+
+
+def log_in_background() -> None:
+    """Write log lines from a background thread (``QueueHandler`` / ``QueueListener``).
+
+    Each record is still formatted in the thread that logs it (the JSON line takes the trace id of the
+    span current there); only the write and flush of the stream move off the request path.
+    """
+    import queue
+    import sys
+    from logging.handlers import QueueHandler, QueueListener
+
+    from reconciliation_pipeline.telemetry import JsonLogFormatter
+
+    root = logging.getLogger()
+    if any(isinstance(h, QueueHandler) for h in root.handlers):
+        return
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(logging.Formatter("%(message)s"))
+    formatters = [h.formatter for h in root.handlers if h.get_name() == "recon-json"]
+    for handler in [h for h in root.handlers if h.get_name() == "recon-json"]:
+        root.removeHandler(handler)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    front = QueueHandler(records)
+    front.set_name("recon-json")
+    front.setFormatter(formatters[0] if formatters and formatters[0] else JsonLogFormatter())
+    root.addHandler(front)
+    listener = QueueListener(records, writer)
+    listener.start()
