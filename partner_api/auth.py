@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from sqlalchemy import select
@@ -111,7 +110,7 @@ def _lookup(runtime: Runtime, key_id: str) -> tuple[str, Principal] | None:
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="recon"'}
 
 
-async def authenticate(runtime: Runtime, token: str) -> Principal:
+def authenticate(runtime: Runtime, token: str) -> Principal:
     """The principal of ``token``; raises a 401 problem for anything else."""
     match = KEY_RE.match(token)
     if match is None:
@@ -124,7 +123,7 @@ async def authenticate(runtime: Runtime, token: str) -> Principal:
     if cached is not None and cached[0] > now:
         found = cached[1]  # type: ignore[assignment]
     else:
-        found = await run_in_threadpool(_lookup, runtime, key_id)
+        found = _lookup(runtime, key_id)
         if found is not None and runtime.settings.api_key_cache_s > 0:
             runtime.key_cache[key_id] = (now + runtime.settings.api_key_cache_s, found)
     if found is None or not hmac.compare_digest(found[0], presented):
@@ -139,12 +138,16 @@ async def authenticate(runtime: Runtime, token: str) -> Principal:
     return principal
 
 
-async def get_principal(
+def get_principal(
     request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """Authenticate the request, then take a token from the key's bucket (429 when empty)."""
+    """Authenticate the request, then take a token from the key's bucket (429 when empty).
+
+    A plain function: FastAPI runs it in a worker thread, where the key lookup (on a cache miss) and
+    the limiter's Redis call block that thread only.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(
             401,
@@ -152,14 +155,14 @@ async def get_principal(
             slug="missing-api-key",
             headers=_UNAUTHORIZED,
         )
-    principal = await authenticate(runtime, credentials.credentials)
+    principal = authenticate(runtime, credentials.credentials)
     request.state.principal = principal
     span = trace.get_current_span()
     span.set_attribute("recon.partner_id", principal.partner_id)
     span.set_attribute("recon.api_key_id", principal.key_id)
     span.set_attribute("recon.environment", principal.environment)
     settings = runtime.settings
-    decision = await runtime.limiter.hit(
+    decision = runtime.limiter.hit(
         principal.key_id,
         rate=principal.rate_per_s or settings.api_rate_per_s,
         burst=principal.burst or settings.api_burst,

@@ -43,7 +43,8 @@ def _check_stores(runtime: Runtime) -> dict[str, str]:
 async def ready(runtime: RuntimeDep) -> Any:
     """Readiness: both stores answer a query and the rate limiter's Redis answers a PING."""
     checks = await run_in_threadpool(_check_stores, runtime)
-    checks[f"ratelimit_{runtime.limiter.backend}"] = "ok" if await runtime.limiter.ping() else "failed"
+    limiter_ok = await run_in_threadpool(runtime.limiter.ping)
+    checks[f"ratelimit_{runtime.limiter.backend}"] = "ok" if limiter_ok else "failed"
     failed = sorted(k for k, v in checks.items() if v != "ok")
     if failed:
         raise ProblemError(503, f"not ready: {', '.join(failed)}", slug="not-ready", checks=checks)
