@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reconciliation_pipeline.store.exceptions import ResolutionCode
 
 from .service import DISPUTE_REASONS
 
@@ -179,13 +181,16 @@ class ExceptionPage(BaseModel):
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resolution_code: str = Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[a-z][a-z0-9_]*$",
-        description="Why it is resolved, e.g. `written_off`, `booked_late`, `psp_corrected`",
+    resolution_code: ResolutionCode = Field(
+        description="Why it is resolved: the reason codes of `recon exceptions codes`; `other` needs a note",
     )
     note: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _other_needs_a_note(self) -> ResolveIn:
+        if self.resolution_code is ResolutionCode.other and not (self.note and self.note.strip()):
+            raise ValueError("resolution code 'other' needs a note saying why")
+        return self
 
 
 class Health(BaseModel):

@@ -90,6 +90,17 @@ def accept_bytes(
     sha = sha256_bytes(data)
     with db.session_scope(engine) as session:
         known = service.find_file(session, sha256=sha)
+        if known is not None:
+            service.record_duplicate_file(
+                session,
+                sha256=sha,
+                psp=psp,
+                original_name=name,
+                known=known,
+                batch_key=known.batch_key,
+                actor=actor,
+                chain=chain,
+            )
     if known is not None:
         if landed_at is not None and known.stored_path != str(landed_at):
             landed_at.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from reconciliation_pipeline.store import service as store_service
+from reconciliation_pipeline.store import exceptions as store_exceptions
 from reconciliation_pipeline.telemetry import current_ids
 
 from .. import idempotency
@@ -25,7 +25,7 @@ EXAMPLES = {
     "late": {
         "summary": "The PSP settled it after the lag window",
         "value": {
-            "resolution_code": "settled_late",
+            "resolution_code": "psp_corrected",
             "note": "Adyen batch 815 row 44, confirmed with the PSP",
         },
     }
@@ -68,12 +68,12 @@ def resolve(  # noqa: PLR0917 - FastAPI parameters
 
     def handler(session: Session) -> Response:
         try:
-            store_service.resolve_exception(
+            store_exceptions.resolve(
                 session,
                 exception_id=exception_id,
-                resolution_code=body.resolution_code,
+                code=body.resolution_code,
                 note=body.note,
-                actor=f"operator:{principal.partner_id}",
+                by=f"operator:{principal.partner_id}",
                 chain={"code_version": runtime.settings.code_version, "asset": "partner_api.ops"},
                 trace_id=current_ids()[0],
             )

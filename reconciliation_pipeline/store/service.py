@@ -282,6 +282,17 @@ def register_file(
             select(IngestedFile).where(IngestedFile.psp == psp, IngestedFile.batch_key == batch_key)
         ).first()
     if existing is not None:
+        record_duplicate_file(
+            session,
+            sha256=sha256,
+            psp=psp,
+            original_name=original_name,
+            known=existing,
+            batch_key=batch_key,
+            actor=actor,
+            chain=chain,
+            trace_id=trace_id,
+        )
         return existing, False
     reason_json = to_json_value(reason)
     record = IngestedFile(
@@ -312,6 +323,44 @@ def register_file(
         ],
     )
     return record, True
+
+
+def record_duplicate_file(
+    session: Session,
+    *,
+    sha256: str,
+    psp: str,
+    original_name: str,
+    known: IngestedFile,
+    batch_key: str | None,
+    actor: str,
+    chain: dict[str, Any] | None = None,
+    trace_id: str | None = None,
+) -> None:
+    """Audit a delivery that was recognised (same bytes, or the same PSP batch under another name) and
+    not counted again: ``file.duplicate``, naming the registration it repeats."""
+    lock_chain(session)
+    append_event_rows(
+        session,
+        [
+            AuditEventIn(
+                actor=actor,
+                action="file.duplicate",
+                entity_type="file",
+                entity_id=sha256,
+                inputs={"original_name": original_name, "psp": psp, "batch_key": batch_key, "sha256": sha256},
+                chain=normalise_chain(chain),
+                outcome={
+                    "status": "duplicate",
+                    "same_bytes": known.sha256 == sha256,
+                    "registered_sha256": known.sha256,
+                    "registered_name": known.original_name,
+                    "registered_status": known.status,
+                },
+                trace_id=trace_id,
+            )
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -730,34 +779,21 @@ def resolve_exception(
     chain: dict[str, Any] | None = None,
     trace_id: str | None = None,
 ) -> ExceptionItem:
-    """Resolve an open exception by hand (the operator's queue); writes ``exception.resolved``."""
-    lock_chain(session)
-    item = session.get(ExceptionItem, exception_id)
-    if item is None:
-        raise LookupError(f"exception {exception_id} does not exist")
-    if item.state != "open":
-        raise ValueError(f"exception {exception_id} is already {item.state} ({item.resolution_code})")
-    item.state = "resolved"
-    item.resolution_code = resolution_code
-    item.resolution_note = note
-    item.resolved_by = actor
-    item.resolved_at = _now()
-    session.flush()
-    append_event_rows(
+    """Resolve an open exception by hand; the one path is :func:`store.exceptions.resolve` (reason
+    codes checked, ``exception.resolved`` audited in the same transaction)."""
+    from reconciliation_pipeline.store import exceptions
+
+    exceptions.resolve(
         session,
-        [
-            AuditEventIn(
-                actor=actor,
-                action="exception.resolved",
-                entity_type="exception",
-                entity_id=item.record_key,
-                inputs={"exception_id": item.id, "category": item.category},
-                chain=normalise_chain(chain),
-                outcome={"state": "resolved", "resolution_code": resolution_code, "resolution_note": note},
-                trace_id=trace_id,
-            )
-        ],
+        exception_id=exception_id,
+        code=resolution_code,
+        note=note,
+        by=actor,
+        chain=chain,
+        trace_id=trace_id,
     )
+    item = session.get(ExceptionItem, exception_id)
+    assert item is not None
     return item
 
 
@@ -836,6 +872,7 @@ __all__ = [
     "get_transaction",
     "keys_digest",
     "ledger_key",
+    "record_duplicate_file",
     "register_file",
     "resolve_exception",
     "settlement_key",

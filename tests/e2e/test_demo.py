@@ -110,32 +110,38 @@ def test_rerunning_a_date_changes_nothing_and_the_audit_chain_verifies(
 
 
 def test_transaction_status_over_the_api(
-    demo: tuple[dict[str, str], Path, subprocess.CompletedProcess[str]], monkeypatch: pytest.MonkeyPatch
+    demo: tuple[dict[str, str], Path, subprocess.CompletedProcess[str]],
 ) -> None:
+    """A partner key made with `recon partners add` reads a demo transaction of its PSP with its match
+    evidence; another PSP's transaction is a 404 problem, and no key is a 401."""
     env, root, _ = demo
     from fastapi.testclient import TestClient
 
-    from partner_api import deps
-    from partner_api.main import app
+    from partner_api.main import create_app
     from reconciliation_pipeline.settings import Settings
 
-    app.dependency_overrides[deps.get_settings] = lambda: Settings(data_dir=Path(env["RECON_DATA_DIR"]))
-    try:
-        client = TestClient(app)
-        truth = read_truth(root / "data" / "demo-input" / "ground_truth.csv")
-        matched = truth.filter((pl.col("record") == "ledger") & (pl.col("status") == "matched"))
-        tx = matched["transaction_id"][0]
-        response = client.get(f"/v1/transactions/{tx}")
+    truth = read_truth(root / "data" / "demo-input" / "ground_truth.csv")
+    matched = truth.filter((pl.col("record") == "ledger") & (pl.col("status") == "matched"))
+    tx = matched["transaction_id"][0]
+    export = pl.read_parquet(root / "data" / "exports" / "outcomes.parquet")
+    psp = export.filter(pl.col("transaction_id") == tx)["psp"][0]
+    other = export.filter((pl.col("record") == "ledger") & (pl.col("psp") != psp))["transaction_id"][0]
+    created = recon(env, "partners", "add", f"e2e-{psp}", "--psp", psp)
+    key = next(tok for tok in created.stdout.split() if tok.startswith("rk_"))
+
+    settings = Settings(data_dir=Path(env["RECON_DATA_DIR"]), database_url=env.get("RECON_DATABASE_URL"))
+    with TestClient(create_app(settings, instrument=False)) as client:
+        auth = {"Authorization": f"Bearer {key}"}
+        response = client.get(f"/v1/transactions/{tx}", headers=auth)
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["transaction_id"] == tx and body["status"] == "matched"
         assert isinstance(body["amount_minor"], int)
         assert body["settlements"], "a matched transaction shows the settlement rows it matched"
-        missing = client.get("/v1/transactions/tx-does-not-exist")
-        assert missing.status_code == 404
-        assert missing.headers["content-type"].startswith("application/problem+json")
-    finally:
-        app.dependency_overrides.clear()
+        hidden = client.get(f"/v1/transactions/{other}", headers=auth)
+        assert hidden.status_code == 404
+        assert hidden.headers["content-type"].startswith("application/problem+json")
+        assert client.get(f"/v1/transactions/{tx}").status_code == 401
 
 
 def test_running_dates_out_of_order_gives_the_same_outcomes(

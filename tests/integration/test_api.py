@@ -481,6 +481,9 @@ def test_operator_lists_and_resolves_exceptions(api: Api) -> None:
     reader_status = api.get(f"/v1/transactions/{tx}", api.partner()).json()
     assert reader_status["open_exception"]["exception_id"] == item["exception_id"]
     path = f"/v1/ops/exceptions/{item['exception_id']}/resolve"
+    # reason codes are the queue's own (recon exceptions codes); `other` must say why
+    _is_problem(api.post(path, operator, idem="r0a", json={"resolution_code": "because"}), 422)
+    _is_problem(api.post(path, operator, idem="r0b", json={"resolution_code": "other"}), 422)
     body = {"resolution_code": "written_off", "note": "below threshold"}
     done = api.post(path, operator, idem="r1", json=body)
     assert done.status_code == 200, done.text

@@ -314,12 +314,18 @@ def test_register_file_dedupes_by_sha_and_batch(engine: Engine) -> None:
             s, sha256="5" * 64, original_name="z.csv", stored_path=None, batch_key=None, **common
         )
         assert new4 and new5 and new6
+    # the two recognised deliveries are audited too (nothing is silently dropped), naming the original
     assert [e.action for e in _events(engine)] == [
         "file.accepted",
+        "file.duplicate",
+        "file.duplicate",
         "file.accepted",
         "file.quarantined",
         "file.accepted",
     ]
+    dup_bytes, dup_batch = _events(engine, "file.duplicate")
+    assert dup_bytes.outcome["same_bytes"] is True and dup_bytes.outcome["registered_sha256"] == "1" * 64
+    assert dup_batch.outcome["same_bytes"] is False and dup_batch.outcome["registered_sha256"] == "1" * 64
     quarantined = _events(engine, "file.quarantined")[0]
     assert quarantined.outcome["reason"]["row"] == 3 and quarantined.entity_id == "4" * 64
 
