@@ -183,7 +183,8 @@ class Outcome(Base):
     source_row: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), index=True)  # matched | exception | pending
     match_id: Mapped[str | None] = mapped_column(
-        ForeignKey("match_groups.match_id"), index=True  # the partner API reads a match group's records
+        ForeignKey("match_groups.match_id"),
+        index=True,  # the partner API reads a match group's records
     )
     rule_id: Mapped[str | None] = mapped_column(String(128))
     exception_category: Mapped[str | None] = mapped_column(String(64))
