@@ -47,8 +47,8 @@ ASSETS = {
     "daily_report",
 }
 SERVER_START_TIMEOUT = 240
-#: Each run of the backfill uses the job's multiprocess executor: one Python process per step, so a run
-#: takes minutes on a small, shared machine although the data is tiny.
+#: Each run of the backfill is launched by the daemon in its own process (the job executes in-process);
+#: generous, as the machine may be shared.
 BACKFILL_TIMEOUT = 1200
 STOP_GRACE = 20
 CHROMIUM = "/usr/bin/chromium"
