@@ -160,17 +160,6 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             "adyen.TZ_OFFSET_MINUTES with its UTC offset.",
         )
     local = pl.col(C_CREATED).str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
-    frame = frame.with_columns(local.alias("__local"))
-    bad_date = first_row(frame, pl.col("__local").is_null())
-    if bad_date is not None:
-        raise FormatError.at(
-            name,
-            "not a date and time of the form YYYY-MM-DD HH:MM:SS",
-            row=_int(bad_date[ROW]),
-            field=C_CREATED,
-            value=bad_date[C_CREATED],
-            hint="Re-export the report; Creation Date must be the Adyen timestamp text.",
-        )
 
     # Amounts → minor units.
     specs = [
@@ -210,46 +199,66 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
     )
     tz_minutes = pl.col(C_TZ).replace_strict(TZ_OFFSET_MINUTES, return_dtype=pl.Int64)
 
-    out = frame.select(
-        pl.lit(PSP).alias("psp"),
-        pl.lit(name).alias("source_file"),
-        pl.col(ROW).alias("source_row"),
-        pl.lit(file_sha256).alias("file_sha256"),
-        pl.concat_str([pl.col(C_MERCHANT), pl.lit(":"), pl.col(C_BATCH)]).alias("batch_id"),
-        pl.col(C_MERCHANT).alias("account_id"),
-        typ.alias("record_type"),
-        line_kind.alias("line_kind"),
-        line_kind.is_in(list(frames.PLAYER_LINE_KINDS)).alias("moves_player_money"),
-        pl.when(typ.is_in(list(_OWN_PSP_REF_TYPES)))
-        .then(pl.col(C_PSP_REF))
-        .when(payment_level)
-        .then(mod_ref)
-        .otherwise(pl.lit(None, pl.String))
-        .alias("movement_reference"),
-        pl.col(C_PSP_REF).alias("payment_reference"),
-        pl.coalesce(pl.col(C_MOD_MERCHANT_REF), pl.col(C_MERCHANT_REF)).alias("merchant_reference"),
-        pl.when(typ == "MerchantPayout")
-        .then(payout_ref)
-        .otherwise(pl.lit(None, pl.String))
-        .alias("payout_reference"),
-        # Batch-level rows carry free text in Modification Reference (fee period, invoice number, payout
-        # transfer reference): kept as the row's remittance text.
-        pl.when(payment_level).then(pl.lit(None, pl.String)).otherwise(mod_ref).alias("remittance_info"),
-        (pl.col("__local") - pl.duration(minutes=tz_minutes)).dt.replace_time_zone("UTC").alias("booked_at"),
-        pl.col("__local").dt.date().alias("booking_date"),
-        pl.when(has_gross).then(gross).otherwise(net).alias("amount_minor"),
-        pl.when(has_gross)
-        .then(pl.col(C_GROSS_CCY))
-        .otherwise(pl.col(C_NET_CCY))
-        .str.to_uppercase()
-        .alias("currency"),
-        fee.alias("fee_minor"),
-        net.alias("net_amount_minor"),
-        pl.col(C_NET_CCY).str.to_uppercase().alias("net_currency"),
-        pl.col(C_RATE).alias("exchange_rate"),
-        pl.col(C_NET_DEBIT).alias("__net_debit"),
-        pl.col(C_NET_CREDIT).alias("__net_credit"),
+    # One lazy plan from here to the output columns (parsed in parallel, nothing in between kept).
+    out = (
+        frame.lazy()
+        .with_columns(local.alias("__local"))
+        .select(
+            pl.lit(PSP).alias("psp"),
+            pl.lit(name).alias("source_file"),
+            pl.col(ROW).alias("source_row"),
+            pl.lit(file_sha256).alias("file_sha256"),
+            pl.concat_str([pl.col(C_MERCHANT), pl.lit(":"), pl.col(C_BATCH)]).alias("batch_id"),
+            pl.col(C_MERCHANT).alias("account_id"),
+            typ.alias("record_type"),
+            line_kind.alias("line_kind"),
+            line_kind.is_in(list(frames.PLAYER_LINE_KINDS)).alias("moves_player_money"),
+            pl.when(typ.is_in(list(_OWN_PSP_REF_TYPES)))
+            .then(pl.col(C_PSP_REF))
+            .when(payment_level)
+            .then(mod_ref)
+            .otherwise(pl.lit(None, pl.String))
+            .alias("movement_reference"),
+            pl.col(C_PSP_REF).alias("payment_reference"),
+            pl.coalesce(pl.col(C_MOD_MERCHANT_REF), pl.col(C_MERCHANT_REF)).alias("merchant_reference"),
+            pl.when(typ == "MerchantPayout")
+            .then(payout_ref)
+            .otherwise(pl.lit(None, pl.String))
+            .alias("payout_reference"),
+            # Batch-level rows carry free text in Modification Reference (fee period, invoice number, payout
+            # transfer reference): kept as the row's remittance text.
+            pl.when(payment_level).then(pl.lit(None, pl.String)).otherwise(mod_ref).alias("remittance_info"),
+            (pl.col("__local") - pl.duration(minutes=tz_minutes))
+            .dt.replace_time_zone("UTC")
+            .alias("booked_at"),
+            pl.col("__local").dt.date().alias("booking_date"),
+            pl.when(has_gross).then(gross).otherwise(net).alias("amount_minor"),
+            pl.when(has_gross)
+            .then(pl.col(C_GROSS_CCY))
+            .otherwise(pl.col(C_NET_CCY))
+            .str.to_uppercase()
+            .alias("currency"),
+            fee.alias("fee_minor"),
+            net.alias("net_amount_minor"),
+            pl.col(C_NET_CCY).str.to_uppercase().alias("net_currency"),
+            pl.col(C_RATE).alias("exchange_rate"),
+            pl.col(C_NET_DEBIT).alias("__net_debit"),
+            pl.col(C_NET_CREDIT).alias("__net_credit"),
+            pl.col(C_CREATED).alias("__created"),
+            pl.col("__local").is_null().alias("__bad_date"),
+        )
+        .collect()
     )
+    bad_date = first_row(out, pl.col("__bad_date"))
+    if bad_date is not None:
+        raise FormatError.at(
+            name,
+            "not a date and time of the form YYYY-MM-DD HH:MM:SS",
+            row=_int(bad_date["source_row"]),
+            field=C_CREATED,
+            value=bad_date["__created"],
+            hint="Re-export the report; Creation Date must be the Adyen timestamp text.",
+        )
     _check_payout_totals(out, name)
     return finish(out, source_file)
 

@@ -231,14 +231,21 @@ def minor_units_many(frame: pl.DataFrame, specs: Sequence[tuple[str, pl.Expr, st
 
     Null when empty or not exact: trailing fraction zeros beyond the exponent are accepted (``1.230`` EUR
     = 123), any other extra digit, a malformed number or more than 14 integer digits gives null (the
-    caller reports it). Two stages so that each string operation runs once, every column of a stage in
-    parallel.
+    caller reports it).
     """
     if not specs:
         return frame
-    frame = frame.with_columns([e for field, _, _ in specs for e in _minor_parts(field)])
-    frame = frame.with_columns([_minor_value(field, exp, out) for field, exp, out in specs])
-    return frame.drop([f"__{p}{field}" for field, _, _ in specs for p in ("digits", "fraclen")])
+    return _with_minor_units(frame.lazy(), specs).collect()
+
+
+def _with_minor_units(lf: pl.LazyFrame, specs: Sequence[tuple[str, pl.Expr, str]]) -> pl.LazyFrame:
+    """The two stages as one lazy plan: each string operation runs once, all columns in parallel, and
+    nothing in between is materialised (about twice as fast as eager stages)."""
+    if not specs:
+        return lf
+    lf = lf.with_columns([e for field, _, _ in specs for e in _minor_parts(field)])
+    lf = lf.with_columns([_minor_value(field, exp, out) for field, exp, out in specs])
+    return lf.drop([f"__{p}{field}" for field, _, _ in specs for p in ("digits", "fraclen")])
 
 
 def minor_units(frame: pl.DataFrame, field: str, exp: pl.Expr, out: str) -> pl.DataFrame:
@@ -267,20 +274,17 @@ def amounts_to_minor(
     for _, cur in specs:
         if cur not in exps:
             mapping = currency_exponents(frame, cur, source_file)
-            exps[cur] = pl.col(f"__exp__{cur}")
-            exp_expr: pl.Expr
             if len(mapping) == 1:  # the usual case, one currency per column: no per-row lookup
                 only = next(iter(mapping.values()))
-                exp_expr = pl.when(pl.col(cur).is_not_null()).then(pl.lit(only, pl.Int64))
+                exps[cur] = pl.when(pl.col(cur).is_not_null()).then(pl.lit(only, pl.Int64))
             else:
-                exp_expr = pl.col(cur).replace_strict(mapping, default=None, return_dtype=pl.Int64)
-            frame = frame.with_columns(exp_expr.alias(f"__exp__{cur}"))
+                exps[cur] = pl.col(cur).replace_strict(mapping, default=None, return_dtype=pl.Int64)
     empty = [field for field, _ in specs if frame.get_column(field).null_count() == frame.height]
     # An all-empty column (common: the unused debit or credit side) needs no parsing.
-    frame = frame.with_columns([pl.lit(None, pl.Int64).alias(minor_col(field)) for field in empty])
-    frame = minor_units_many(
-        frame, [(field, exps[cur], minor_col(field)) for field, cur in specs if field not in empty]
-    )
+    lf = frame.lazy().with_columns([pl.lit(None, pl.Int64).alias(minor_col(field)) for field in empty])
+    frame = _with_minor_units(
+        lf, [(field, exps[cur], minor_col(field)) for field, cur in specs if field not in empty]
+    ).collect()
     bad = [pl.col(field).is_not_null() & pl.col(minor_col(field)).is_null() for field, _ in specs]
     hit = first_row(frame, pl.any_horizontal(bad))
     if hit is not None:
