@@ -378,22 +378,9 @@ class _Chainer:
             self.head = digest
 
 
-_ROW_COLUMNS = (
-    "seq",
-    "event_id",
-    "occurred_at",
-    "actor",
-    "action",
-    "entity_type",
-    "entity_id",
-    "inputs",
-    "chain",
-    "outcome",
-    "trace_id",
-    "prev_hash",
-    "hash",
-)
-_COPY_SQL = f"COPY audit_events ({', '.join(_ROW_COLUMNS)}) FROM STDIN"
+#: Every stored column, in order: the hashed body between ``seq`` and ``hash``.
+ROW_COLUMNS = ("seq", *BODY_COLUMNS, "hash")
+_COPY_SQL = f"COPY audit_events ({', '.join(ROW_COLUMNS)}) FROM STDIN"
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 _COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
@@ -447,7 +434,7 @@ def append_event_rows(session: Session, events: Sequence[AuditEventIn]) -> Appen
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
         _copy_events(session, chainer)
     else:
-        batch = [dict(zip(_ROW_COLUMNS, (r[0], r[1], r[2], *r[4:]), strict=True)) for r in chainer.rows()]
+        batch = [dict(zip(ROW_COLUMNS, (r[0], r[1], r[2], *r[4:]), strict=True)) for r in chainer.rows()]
         bulk_insert(session, _RAW, batch)
     last = last_seq + len(events)
     _advance_sequence(session, last)

@@ -23,25 +23,18 @@ import polars as pl
 from sqlalchemy import Engine, Text, cast, func, select
 
 from reconciliation_pipeline.store.anchors import anchor_head
-from reconciliation_pipeline.store.audit import _body_text, _sha, canonical_json, iso_utc, verify_chain
+from reconciliation_pipeline.store.audit import (
+    ROW_COLUMNS,
+    _body_text,
+    _sha,
+    canonical_json,
+    iso_utc,
+    verify_chain,
+)
 from reconciliation_pipeline.store.models import AuditEvent
 
 FORMATS = ("jsonl", "csv", "parquet")
-COLUMNS = (
-    "seq",
-    "event_id",
-    "occurred_at",
-    "actor",
-    "action",
-    "entity_type",
-    "entity_id",
-    "inputs",
-    "chain",
-    "outcome",
-    "trace_id",
-    "prev_hash",
-    "hash",
-)
+COLUMNS = ROW_COLUMNS
 JSON_COLUMNS = ("inputs", "chain", "outcome")
 HASH_DEFINITION = (
     "hash = sha256_hex(prev_hash + canonical_json(body)); body = every column but seq and hash; "
