@@ -480,21 +480,18 @@ class VerifyResult:
     reason: str | None = None
 
 
-_VERIFY_COLUMNS = [
-    AuditEvent.seq,
-    AuditEvent.hash,
-    AuditEvent.event_id,
-    AuditEvent.occurred_at,
-    AuditEvent.actor,
-    AuditEvent.action,
-    AuditEvent.entity_type,
-    AuditEvent.entity_id,
-    cast(AuditEvent.inputs, Text),
-    cast(AuditEvent.chain, Text),
-    cast(AuditEvent.outcome, Text),
-    AuditEvent.trace_id,
-    AuditEvent.prev_hash,
-]
+#: Columns holding JSON, read as text: the exact canonical text that was hashed.
+_JSON_COLUMNS = ("inputs", "chain", "outcome")
+
+
+def stored_columns(names: Sequence[str] = ROW_COLUMNS) -> list[Any]:
+    """SELECT columns of ``audit_events`` by name, JSON ones as their stored text (hashing input)."""
+    return [
+        cast(getattr(AuditEvent, n), Text) if n in _JSON_COLUMNS else getattr(AuditEvent, n) for n in names
+    ]
+
+
+_VERIFY_COLUMNS = stored_columns(("seq", "hash", *BODY_COLUMNS))
 
 
 def _recanon(stored: str | None) -> str | None:

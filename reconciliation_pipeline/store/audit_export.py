@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine, Text, cast, func, select
+from sqlalchemy import Engine, func, select
 
 from reconciliation_pipeline.store.anchors import anchor_head
 from reconciliation_pipeline.store.audit import (
@@ -29,6 +29,7 @@ from reconciliation_pipeline.store.audit import (
     _sha,
     canonical_json,
     iso_utc,
+    stored_columns,
     verify_chain,
 )
 from reconciliation_pipeline.store.models import AuditEvent
@@ -56,21 +57,7 @@ def _day_start(day: dt.date) -> dt.datetime:
 
 
 def _rows(engine: Engine, first: int, last: int) -> Iterator[tuple[Any, ...]]:
-    cols = [
-        AuditEvent.seq,
-        AuditEvent.event_id,
-        AuditEvent.occurred_at,
-        AuditEvent.actor,
-        AuditEvent.action,
-        AuditEvent.entity_type,
-        AuditEvent.entity_id,
-        cast(AuditEvent.inputs, Text),
-        cast(AuditEvent.chain, Text),
-        cast(AuditEvent.outcome, Text),
-        AuditEvent.trace_id,
-        AuditEvent.prev_hash,
-        AuditEvent.hash,
-    ]
+    cols = stored_columns()
     stmt = select(*cols).where(AuditEvent.seq.between(first, last)).order_by(AuditEvent.seq)
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=STREAM).execute(stmt)
