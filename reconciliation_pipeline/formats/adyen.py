@@ -14,12 +14,13 @@ import polars as pl
 from reconciliation_pipeline import frames
 from reconciliation_pipeline.formats.common import (
     ROW,
-    amounts_to_minor,
+    amounts_plan,
     basename,
     finish,
     first_line,
     first_row,
     minor_col,
+    raise_first_bad_amount,
     read_csv_strings,
     sha256_hex,
 )
@@ -169,7 +170,7 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
         (C_NET_CREDIT, C_NET_CCY),
         *[(fee, C_NET_CCY) for fee in C_FEES],
     ]
-    frame = amounts_to_minor(frame, source_file, specs)
+    plan, bad_amount = amounts_plan(frame, source_file, specs)
     has_gross = pl.col(C_GROSS_DEBIT).is_not_null() | pl.col(C_GROSS_CREDIT).is_not_null()
     has_net = pl.col(C_NET_DEBIT).is_not_null() | pl.col(C_NET_CREDIT).is_not_null()
     no_amount = first_row(frame, ~has_gross & ~has_net)
@@ -201,8 +202,7 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
 
     # One lazy plan from here to the output columns (parsed in parallel, nothing in between kept).
     out = (
-        frame.lazy()
-        .with_columns(local.alias("__local"))
+        plan.with_columns(local.alias("__local"))
         .select(
             pl.lit(PSP).alias("psp"),
             pl.lit(name).alias("source_file"),
@@ -246,9 +246,12 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             pl.col(C_NET_CREDIT).alias("__net_credit"),
             pl.col(C_CREATED).alias("__created"),
             pl.col("__local").is_null().alias("__bad_date"),
+            bad_amount.alias("__bad_amount"),
         )
         .collect()
     )
+    if out.get_column("__bad_amount").any():
+        raise_first_bad_amount(plan, bad_amount, source_file, specs)
     bad_date = first_row(out, pl.col("__bad_date"))
     if bad_date is not None:
         raise FormatError.at(
@@ -267,15 +270,23 @@ def _check_payout_totals(out: pl.DataFrame, name: str) -> None:
     """Per batch and net currency: Σ net of the other rows = amount paid out by the MerchantPayout row(s)."""
     is_payout = pl.col("record_type") == "MerchantPayout"
     net = pl.col("net_amount_minor").fill_null(0)
+    sums = [
+        pl.col("source_row").filter(is_payout).min().alias("payout_row"),
+        net.filter(~is_payout).sum().alias("others"),
+        net.filter(is_payout).sum().alias("payout"),
+    ]
+    keys = ("batch_id", "net_currency")
+    single = out.select([pl.col(c).eq_missing(pl.col(c).first()).all() for c in keys]).row(0)
+    # The usual file is one batch in one currency: plain sums, without hashing a million keys.
+    totals = (
+        out.lazy().select(*[pl.col(c).first() for c in keys], *sums)
+        if all(single)
+        else out.lazy().group_by(*keys).agg(sums)
+    )
     groups = (
-        out.group_by("batch_id", "net_currency")
-        .agg(
-            pl.col("source_row").filter(is_payout).min().alias("payout_row"),
-            net.filter(~is_payout).sum().alias("others"),
-            net.filter(is_payout).sum().alias("payout"),
-        )
-        .filter(pl.col("payout_row").is_not_null() & (pl.col("others") + pl.col("payout") != 0))
+        totals.filter(pl.col("payout_row").is_not_null() & (pl.col("others") + pl.col("payout") != 0))
         .sort("payout_row")
+        .collect()
     )
     if groups.height == 0:
         return

@@ -269,7 +269,21 @@ def amounts_to_minor(
     Every non-empty amount must be a plain decimal, exact in its currency's minor units, with a known
     currency; the first row that is not raises :class:`FormatError` naming row, field and value.
     """
-    name = basename(source_file)
+    plan, bad = amounts_plan(frame, source_file, specs)
+    out = plan.with_columns(bad.alias("__bad_amount")).collect()
+    if out.get_column("__bad_amount").any():
+        raise_first_bad_amount(plan, bad, source_file, specs)
+    return out.drop("__bad_amount")
+
+
+def amounts_plan(
+    frame: pl.DataFrame, source_file: str, specs: Sequence[tuple[str, str]]
+) -> tuple[pl.LazyFrame, pl.Expr]:
+    """The lazy half of :func:`amounts_to_minor`: ``frame`` with ``minor_col(field)`` added for every spec,
+    and the mask of rows holding an amount that did not convert. Unknown currencies raise here already.
+
+    A caller that folds the plan into its own (one collect for the whole parse) must check the mask and
+    call :func:`raise_first_bad_amount` on the rows it flags."""
     exps: dict[str, pl.Expr] = {}
     for _, cur in specs:
         if cur not in exps:
@@ -282,24 +296,40 @@ def amounts_to_minor(
     empty = [field for field, _ in specs if frame.get_column(field).null_count() == frame.height]
     # An all-empty column (common: the unused debit or credit side) needs no parsing.
     lf = frame.lazy().with_columns([pl.lit(None, pl.Int64).alias(minor_col(field)) for field in empty])
-    frame = _with_minor_units(
+    plan = _with_minor_units(
         lf, [(field, exps[cur], minor_col(field)) for field, cur in specs if field not in empty]
-    ).collect()
-    bad = [pl.col(field).is_not_null() & pl.col(minor_col(field)).is_null() for field, _ in specs]
-    hit = first_row(frame, pl.any_horizontal(bad))
-    if hit is not None:
-        for field, cur in specs:
-            raw, currency = hit[field], hit[cur]
-            if raw is not None and hit[minor_col(field)] is None:
-                raise amount_error(
-                    name,
-                    hit[ROW],
-                    field,
-                    str(raw),
-                    None if currency is None else str(currency),
-                    currency_field=cur,
-                )
-    return frame
+    )
+    bad = pl.any_horizontal(
+        [
+            pl.col(field).is_not_null() & pl.col(minor_col(field)).is_null()
+            for field, _ in specs
+            if field not in empty
+        ]
+        or [pl.lit(False)]
+    )
+    return plan, bad
+
+
+def raise_first_bad_amount(
+    plan: pl.LazyFrame, bad: pl.Expr, source_file: str, specs: Sequence[tuple[str, str]]
+) -> None:
+    """Raise the :class:`FormatError` naming the first row that ``bad`` flags in ``plan`` (both from
+    :func:`amounts_plan`): its row, the field, the raw value and why; nothing if no row is flagged."""
+    first = plan.filter(bad).head(1).collect()
+    if first.height == 0:
+        return
+    hit = first.row(0, named=True)
+    for field, cur in specs:
+        raw, currency = hit[field], hit[cur]
+        if raw is not None and hit[minor_col(field)] is None:
+            raise amount_error(
+                basename(source_file),
+                hit[ROW],
+                field,
+                str(raw),
+                None if currency is None else str(currency),
+                currency_field=cur,
+            )
 
 
 def amount_error(
