@@ -192,7 +192,14 @@ def record_accuracy(
         return None
     first = day - dt.timedelta(days=settings.lookback_days)
     acc = measure(outcomes, truth.filter(pl.col("business_date") >= first))
-    reports.record_accuracy(lake, day, acc, run_id=run_id)
-    metrics.record_accuracy(acc.overall)  # recon_pipeline_accuracy_ratio, alerted below 0.998
-    metrics.export_step("accuracy", lake.root / "metrics")
+    keep_accuracy(lake, day, acc, run_id=run_id)
     return acc
+
+
+def keep_accuracy(lake: Lake, day: dt.date, acc: Accuracy, *, run_id: str | None = None) -> None:
+    """Keep one measurement: the figures in ``lake/accuracy/`` for the reports, and the
+    ``recon_pipeline_accuracy_ratio`` metric (alerted below 0.998). The blocking check calls this too, so
+    a date whose accuracy fails the check (and so publishes no report) is still recorded and alerted."""
+    reports.record_accuracy(lake, day, acc, run_id=run_id)
+    metrics.record_accuracy(acc.overall)
+    metrics.export_step("accuracy", lake.root / "metrics")

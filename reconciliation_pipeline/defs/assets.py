@@ -298,7 +298,7 @@ def reconciliation(context: dg.AssetExecutionContext, recon: ReconResource) -> d
         "ledger_records_in_view": int((view["record"] == "ledger").sum()),
         "settlement_records_in_view": int((view["record"] == "settlement").sum()),
     }
-    accuracy = _accuracy_check(result.export, day, recon)
+    accuracy = _accuracy_check(result.export, day, recon, run_id=context.run.run_id)
     metadata: dict[str, Any] = {
         "dagster/row_count": outcomes.height,
         "path": _path(recon, "outcomes", day),
@@ -326,7 +326,9 @@ def reconciliation(context: dg.AssetExecutionContext, recon: ReconResource) -> d
     )
 
 
-def _accuracy_check(export: pl.DataFrame, day: dt.date, recon: ReconResource) -> dg.AssetCheckResult:
+def _accuracy_check(
+    export: pl.DataFrame, day: dt.date, recon: ReconResource, *, run_id: str | None = None
+) -> dg.AssetCheckResult:
     settings = recon.settings
     path = settings.ground_truth
     if path is None or not path.exists():
@@ -343,6 +345,9 @@ def _accuracy_check(export: pl.DataFrame, day: dt.date, recon: ReconResource) ->
         )
     first = day - dt.timedelta(days=settings.lookback_days)
     acc = measure(export, truth.filter(pl.col("business_date") >= first))
+    # kept whether or not it passes: a failing date publishes no report, but its figures and the
+    # accuracy metric (and so the alert) must still show it
+    pipeline.keep_accuracy(recon.lake, day, acc, run_id=run_id)
     table = ["| category | records | correct | accuracy |", "| --- | ---: | ---: | ---: |"]
     table += [f"| {c} | {n} | {k} | {a:.4%} |" for c, n, k, a in acc.by_category.iter_rows()]
     return dg.AssetCheckResult(

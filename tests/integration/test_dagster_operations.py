@@ -24,6 +24,7 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
 from reconciliation_pipeline.defs.assets import ASSETS, OUTCOMES_SUITE_CHECK
+from reconciliation_pipeline.defs.checks import ACCURACY_CHECK
 from reconciliation_pipeline.defs.jobs import reconcile_job
 from reconciliation_pipeline.defs.resources import ReconResource
 from reconciliation_pipeline.demo.generator import DemoConfig, generate
@@ -264,3 +265,46 @@ def test_a_transient_store_fault_is_retried_by_the_retry_policy(demo_data: Path,
     # The dropped attempt wrote nothing else; the retry's writes follow it in the chain.
     published = [e for e in events if e.action != "outcomes.publish_failed"]
     assert published and all(e.seq > dropped[0].seq for e in published)
+
+
+def test_a_failing_accuracy_check_blocks_publication_but_keeps_the_figures_and_the_metric(
+    demo_data: Path, tmp_path: Path
+) -> None:
+    """A ground truth the outcomes disagree with: the blocking accuracy check fails, nothing is published
+    and no report is made, yet the date's accuracy is kept in the lake and exported as the metric the
+    alert watches (it must not only be recorded on the days that pass)."""
+    truth = pl.read_csv(demo_data / "demo-input" / "ground_truth.csv", infer_schema=False)
+    flipped = truth.with_columns(
+        status=pl.when((pl.col("record") == "ledger") & (pl.col("status") == "matched"))
+        .then(pl.lit("pending"))
+        .otherwise(pl.col("status"))
+    )
+    assert flipped["status"].to_list() != truth["status"].to_list()
+    truth_file = tmp_path / "wrong_truth.csv"
+    flipped.write_csv(truth_file)
+    db_file = tmp_path / "store.db"
+    resource = ReconResource(
+        data_dir=str(demo_data), database_url=f"sqlite:///{db_file}", ground_truth=str(truth_file)
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS,
+            partition_key=DAY.isoformat(),
+            instance=instance,
+            resources={"recon": resource},
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        accuracy = {e.check_name: e for e in result.get_asset_check_evaluations()}[ACCURACY_CHECK]
+        assert not accuracy.passed
+        done = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+        assert "reconciliation" in done and not done & {"outcomes", "daily_report"}
+    kept = pl.read_parquet(demo_data / "lake" / "accuracy" / f"date={DAY.isoformat()}" / "part-0.parquet")
+    overall = kept.filter(pl.col("category") == "overall").row(0, named=True)
+    assert overall["run_id"] == result.run_id
+    assert overall["accuracy"] == pytest.approx(float(accuracy.metadata["accuracy"].value))
+    assert overall["accuracy"] < 0.998
+    metric = (demo_data / "metrics" / "accuracy.prom").read_text()
+    assert "recon_pipeline_accuracy_ratio" in metric
+    stored, _ = _stored(db_file)
+    assert stored.is_empty()
