@@ -23,7 +23,7 @@ from polars.testing import assert_frame_equal
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
-from reconciliation_pipeline.defs.assets import ASSETS, OUTCOMES_SUITE_CHECK
+from reconciliation_pipeline.defs.assets import ASSETS, EXCEPTIONS_SUITE_CHECK, OUTCOMES_SUITE_CHECK
 from reconciliation_pipeline.defs.checks import ACCURACY_CHECK
 from reconciliation_pipeline.defs.jobs import reconcile_job
 from reconciliation_pipeline.defs.resources import ReconResource
@@ -308,3 +308,34 @@ def test_a_failing_accuracy_check_blocks_publication_but_keeps_the_figures_and_t
     assert "recon_pipeline_accuracy_ratio" in metric
     stored, _ = _stored(db_file)
     assert stored.is_empty()
+
+
+def test_a_failing_exception_queue_suite_stops_the_daily_report(
+    demo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue loses one exception on its way to the lake: `ge_exception_queue` (one row per exception of
+    the outcomes) fails, and the finance report of that date is not made from a queue known to be wrong."""
+    from reconciliation_pipeline import exception_queue
+
+    real = exception_queue.build_exceptions
+
+    def losing_one(*args: Any, **kwargs: Any) -> pl.DataFrame:
+        queue = real(*args, **kwargs)
+        assert queue.height > 1, "the demo date has exceptions"
+        return queue.slice(1)
+
+    monkeypatch.setattr(exception_queue, "build_exceptions", losing_one)
+    resource = ReconResource(data_dir=str(demo_data), database_url=f"sqlite:///{tmp_path / 'store.db'}")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS,
+            partition_key=DAY.isoformat(),
+            instance=instance,
+            resources={"recon": resource},
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert not evaluations[EXCEPTIONS_SUITE_CHECK].passed
+        done = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+        assert {"outcomes", "exceptions"} <= done and "daily_report" not in done
