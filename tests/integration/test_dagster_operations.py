@@ -127,6 +127,18 @@ def _steps(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType)
     return {r.event_log_entry.step_key or "" for r in records}
 
 
+def _materialize_day(instance: dg.DagsterInstance, resource: ReconResource) -> dg.ExecuteInProcessResult:
+    """Every asset for :data:`DAY` through ``dg.materialize`` on ``resource``; failures are returned."""
+    return dg.materialize(
+        ASSETS,
+        partition_key=DAY.isoformat(),
+        instance=instance,
+        resources={"recon": resource},
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+
+
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_demo_lake(tmp_path_factory.mktemp("ops"))
@@ -218,13 +230,7 @@ def test_a_blocking_expectation_stops_publication(
     db_file = tmp_path / "store.db"
     resource = ReconResource(data_dir=str(demo_data), database_url=f"sqlite:///{db_file}")
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            ASSETS,
-            partition_key=DAY.isoformat(),
-            instance=instance,
-            resources={"recon": resource},
-            raise_on_error=False,
-        )
+        result = _materialize_day(instance, resource)
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert not evaluations[OUTCOMES_SUITE_CHECK].passed
         assert evaluations["every_record_has_one_outcome"].passed and evaluations["outcome_schema"].passed
@@ -246,14 +252,7 @@ def test_a_transient_store_fault_is_retried_by_the_retry_policy(demo_data: Path,
         data_dir=str(demo_data), database_url=f"sqlite:///{db_file}", fault_file=str(fault), fault_mode="once"
     )
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            ASSETS,
-            partition_key=DAY.isoformat(),
-            instance=instance,
-            resources={"recon": resource},
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        result = _materialize_day(instance, resource)
         assert result.success
         assert _steps(instance, result.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY) == {"outcomes"}
     assert not fault.exists()
@@ -287,14 +286,7 @@ def test_a_failing_accuracy_check_blocks_publication_but_keeps_the_figures_and_t
         data_dir=str(demo_data), database_url=f"sqlite:///{db_file}", ground_truth=str(truth_file)
     )
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            ASSETS,
-            partition_key=DAY.isoformat(),
-            instance=instance,
-            resources={"recon": resource},
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        result = _materialize_day(instance, resource)
         accuracy = {e.check_name: e for e in result.get_asset_check_evaluations()}[ACCURACY_CHECK]
         assert not accuracy.passed
         done = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
@@ -327,14 +319,7 @@ def test_a_failing_exception_queue_suite_stops_the_daily_report(
     monkeypatch.setattr(exception_queue, "build_exceptions", losing_one)
     resource = ReconResource(data_dir=str(demo_data), database_url=f"sqlite:///{tmp_path / 'store.db'}")
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            ASSETS,
-            partition_key=DAY.isoformat(),
-            instance=instance,
-            resources={"recon": resource},
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        result = _materialize_day(instance, resource)
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert not evaluations[EXCEPTIONS_SUITE_CHECK].passed
         done = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
