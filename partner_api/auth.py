@@ -16,17 +16,19 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from reconciliation_pipeline.store.models import ApiKey, Partner
 
-from .deps import Runtime, RuntimeDep
+from .deps import Runtime, RuntimeDep, get_runtime
 from .problems import ProblemError
 
 SCOPES = ("read", "disputes", "upload", "operator")
@@ -110,44 +112,65 @@ def _lookup(runtime: Runtime, key_id: str) -> tuple[str, Principal] | None:
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="recon"'}
 
 
-def authenticate(runtime: Runtime, token: str) -> Principal:
-    """The principal of ``token``; raises a 401 problem for anything else."""
+def _parse(token: str) -> tuple[str, str]:
+    """``(environment, key id)`` of a well-formed key; raises a 401 problem otherwise."""
     match = KEY_RE.match(token)
     if match is None:
         raise ProblemError(401, "the API key is malformed", slug="invalid-api-key", headers=_UNAUTHORIZED)
-    key_id = match.group(2)
-    presented = hash_key(token)
-    now = time.monotonic()
+    return match.group(1), match.group(2)
+
+
+def _cached(runtime: Runtime, key_id: str) -> tuple[bool, tuple[str, Principal] | None]:
+    """``(hit, record)`` from the key cache (a hit may be a cached ``None``: not for now)."""
     cached = runtime.key_cache.get(key_id)
-    found: tuple[str, Principal] | None
-    if cached is not None and cached[0] > now:
-        found = cached[1]  # type: ignore[assignment]
-    else:
-        found = _lookup(runtime, key_id)
-        if found is not None and runtime.settings.api_key_cache_s > 0:
-            runtime.key_cache[key_id] = (now + runtime.settings.api_key_cache_s, found)
-    if found is None or not hmac.compare_digest(found[0], presented):
+    if cached is not None and cached[0] > time.monotonic():
+        return True, cached[1]  # type: ignore[return-value]
+    return False, None
+
+
+def _remember(runtime: Runtime, key_id: str, found: tuple[str, Principal] | None) -> None:
+    if found is not None and runtime.settings.api_key_cache_s > 0:
+        runtime.key_cache[key_id] = (time.monotonic() + runtime.settings.api_key_cache_s, found)
+
+
+def _verify(found: tuple[str, Principal] | None, token: str, environment: str) -> Principal:
+    if found is None or not hmac.compare_digest(found[0], hash_key(token)):
         raise ProblemError(
             401, "the API key is unknown or revoked", slug="invalid-api-key", headers=_UNAUTHORIZED
         )
     principal = found[1]
-    if principal.environment != match.group(1):
+    if principal.environment != environment:
         raise ProblemError(
             401, "the API key is unknown or revoked", slug="invalid-api-key", headers=_UNAUTHORIZED
         )
     return principal
 
 
-def get_principal(
-    request: Request,
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    """Authenticate the request, then take a token from the key's bucket (429 when empty).
+def authenticate(runtime: Runtime, token: str) -> Principal:
+    """The principal of ``token``; raises a 401 problem for anything else (blocks on a cache miss)."""
+    environment, key_id = _parse(token)
+    hit, found = _cached(runtime, key_id)
+    if not hit:
+        found = _lookup(runtime, key_id)
+        _remember(runtime, key_id, found)
+    return _verify(found, token, environment)
 
-    A plain function: FastAPI runs it in a worker thread, where the key lookup (on a cache miss) and
-    the limiter's Redis call block that thread only.
-    """
+
+async def authenticate_async(runtime: Runtime, token: str) -> Principal:
+    """:func:`authenticate` for the event loop: a cached key is checked in place, a miss is looked up
+    in a worker thread."""
+    environment, key_id = _parse(token)
+    hit, found = _cached(runtime, key_id)
+    if not hit:
+        found = await run_in_threadpool(_lookup, runtime, key_id)
+        _remember(runtime, key_id, found)
+    return _verify(found, token, environment)
+
+
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(
             401,
@@ -155,12 +178,28 @@ def get_principal(
             slug="missing-api-key",
             headers=_UNAUTHORIZED,
         )
-    principal = authenticate(runtime, credentials.credentials)
+    return credentials.credentials
+
+
+def _authenticated(request: Request, principal: Principal) -> Principal:
     request.state.principal = principal
     span = trace.get_current_span()
-    span.set_attribute("recon.partner_id", principal.partner_id)
-    span.set_attribute("recon.api_key_id", principal.key_id)
-    span.set_attribute("recon.environment", principal.environment)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "recon.partner_id": principal.partner_id,
+                "recon.api_key_id": principal.key_id,
+                "recon.environment": principal.environment,
+            }
+        )
+    return principal
+
+
+def take_token(runtime: Runtime, principal: Principal) -> None:
+    """Take a token from the key's bucket; raises a 429 problem (``Retry-After``) when it is empty.
+
+    Blocking (one Redis ``EVALSHA``): call it from a worker thread.
+    """
     settings = runtime.settings
     decision = runtime.limiter.hit(
         principal.key_id,
@@ -177,6 +216,26 @@ def get_principal(
             slug="rate-limited",
             headers={"Retry-After": decision.retry_after_header},
         )
+
+
+def check_scope(principal: Principal, scope: str) -> Principal:
+    if scope not in principal.scopes:
+        raise ProblemError(
+            403,
+            f"this API key lacks the {scope!r} scope (it has {', '.join(sorted(principal.scopes))})",
+            slug="missing-scope",
+        )
+    return principal
+
+
+def get_principal(request: Request, runtime: RuntimeDep, credentials: BearerDep) -> Principal:
+    """Authenticate the request, then take a token from the key's bucket (429 when empty).
+
+    A plain function: FastAPI runs it in a worker thread, where the key lookup (on a cache miss) and
+    the limiter's Redis call block that thread only.
+    """
+    principal = _authenticated(request, authenticate(runtime, _token(credentials)))
+    take_token(runtime, principal)
     return principal
 
 
@@ -184,26 +243,71 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def require(scope: str):  # type: ignore[no-untyped-def]
-    """A dependency: the principal, if its key has ``scope`` (else 403)."""
+    """A dependency: the principal, if its key has ``scope`` (else 403).
+
+    One plain function (one worker-thread call): authentication, the rate limit, then the scope.
+    """
     if scope not in SCOPES:
         raise ValueError(scope)
 
-    async def _check(principal: PrincipalDep) -> Principal:
-        if scope not in principal.scopes:
-            raise ProblemError(
-                403,
-                f"this API key lacks the {scope!r} scope (it has {', '.join(sorted(principal.scopes))})",
-                slug="missing-scope",
-            )
-        return principal
+    def _check(request: Request, runtime: RuntimeDep, credentials: BearerDep) -> Principal:
+        return check_scope(get_principal(request, runtime, credentials), scope)
 
     return Depends(_check)
+
+
+@dataclass
+class Access:
+    """An authenticated request whose rate limit and scope are checked where the store is reached.
+
+    For endpoints that read the store in one worker-thread call: :meth:`engine` takes the request's
+    token from the key's bucket (429), checks the scope (403) and only then hands out the key's store,
+    in the same order as :func:`require` and in the same thread call as the read (one thread hop a
+    request instead of two). Authentication (401) has happened before the endpoint runs.
+    """
+
+    runtime: Runtime
+    principal: Principal
+    scope: str
+    _checked: bool = False
+
+    def engine(self) -> Engine:
+        if not self._checked:
+            take_token(self.runtime, self.principal)
+            check_scope(self.principal, self.scope)
+            self._checked = True
+        return self.runtime.engine(self.principal.environment)
+
+
+def access(scope: str):  # type: ignore[no-untyped-def]
+    """A dependency: an :class:`Access` of the authenticated key (a coroutine: no thread hop when the
+    key is cached); its rate limit and ``scope`` are checked by :meth:`Access.engine`.
+
+    The runtime and the bearer credentials are read in place rather than as sub-dependencies (each
+    dependency level costs FastAPI a resolution pass), so the route declares the API-key security
+    requirement of its OpenAPI operation itself: ``openapi_extra=SECURED``.
+    """
+    if scope not in SCOPES:
+        raise ValueError(scope)
+
+    async def _access(request: Request) -> Access:
+        runtime = await get_runtime(request)
+        principal = await authenticate_async(runtime, _token(await bearer(request)))
+        return Access(runtime, _authenticated(request, principal), scope)
+
+    return Depends(_access)
+
+
+#: ``openapi_extra`` of a route using :func:`access`: the security requirement that a ``bearer``
+#: dependency would have added to its operation.
+SECURED: dict[str, Any] = {"security": [{bearer.scheme_name: []}]}
 
 
 ReadPrincipal = Annotated[Principal, require("read")]
 DisputesPrincipal = Annotated[Principal, require("disputes")]
 UploadPrincipal = Annotated[Principal, require("upload")]
 OperatorPrincipal = Annotated[Principal, require("operator")]
+ReadAccess = Annotated[Access, access("read")]
 
 
 def utcnow() -> dt.datetime:

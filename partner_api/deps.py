@@ -12,9 +12,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -79,9 +80,7 @@ def build_runtime(settings: Settings) -> Runtime:
 _lock = threading.Lock()
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The app's runtime, built on first use from ``app.state.settings``."""
-    state = request.app.state
+def _runtime_of(state: Any) -> Runtime:
     runtime: Runtime | None = getattr(state, "runtime", None)
     if runtime is None:
         with _lock:
@@ -89,6 +88,18 @@ def get_runtime(request: Request) -> Runtime:
             if runtime is None:
                 runtime = build_runtime(state.settings)
                 state.runtime = runtime
+    return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime, built on first use from ``app.state.settings``.
+
+    A coroutine: once built (every request but the first) it is an attribute read on the event loop;
+    the first build (engines, migrations, Redis pool) runs in a worker thread.
+    """
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        runtime = await run_in_threadpool(_runtime_of, request.app.state)
     return runtime
 
 

@@ -33,6 +33,10 @@ def create_app(settings: Settings | None = None, *, instrument: bool = True) -> 
         title="Reconciliation partner API",
         version="1.0.0",
         description=DESCRIPTION,
+        # FastAPI's own OpenTelemetry layer stays off: requests are traced by the OpenTelemetry
+        # FastAPI instrumentation (observability.instrument_app) and counted by Prometheus, so the
+        # native layer would only re-check its providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings or Settings()
     problems.install(app)

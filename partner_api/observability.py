@@ -12,13 +12,21 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import threading
 import time
+from collections import deque
+from typing import IO, Any
 
 from fastapi import FastAPI
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.http import sanitize_method
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from sqlalchemy.engine import Engine
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciliation_pipeline.telemetry import setup_telemetry
@@ -41,7 +49,12 @@ IDEMPOTENT_REPLAYS = Counter(
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware: counts and times every HTTP request, adds ``X-Trace-Id``, logs one line."""
+    """Pure ASGI middleware: counts and times every HTTP request, adds ``X-Trace-Id``, logs one line.
+
+    It also completes the server span that ``OpenTelemetryMiddleware`` opened before routing: once the
+    route is known it names the span ``<METHOD> <route template>`` with ``http.route``, and records an
+    unhandled exception on it (status ERROR) before the 500 handler answers.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -53,60 +66,115 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500
         trace_hex: str | None = None
+        span = trace.get_current_span()
 
         async def _send(message: Message) -> None:
             nonlocal status, trace_hex
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                ctx = trace.get_current_span().get_span_context()
+                ctx = span.get_span_context()
                 if ctx.is_valid:
                     trace_hex = format(ctx.trace_id, "032x")
                     message.setdefault("headers", [])
                     message["headers"] = [*message["headers"], (b"x-trace-id", trace_hex.encode())]
+                    _name_span(span, scope)
             await send(message)
 
         try:
             await self.app(scope, receive, _send)
+        except Exception as exc:
+            if span.is_recording():
+                _name_span(span, scope)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(elapsed)
+            key = (method, template, status)
+            children = _children.get(key)
+            if children is None:
+                children = _children[key] = (
+                    REQUESTS.labels(method, template, str(status)),
+                    LATENCY.labels(method, template),
+                )
+            children[0].inc()
+            children[1].observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 principal = getattr(scope.get("state", {}).get("principal"), "partner_id", None)
-                access_log.info(
-                    "%s %s %s",
-                    method,
-                    scope.get("path", ""),
-                    status,
-                    extra={
-                        "http_method": method,
-                        "http_route": template,
-                        "http_status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "partner_id": principal,
-                        "request_trace_id": trace_hex,
-                    },
+                # makeRecord + handle: Logger.info without its caller lookup (a walk up the stack that
+                # the JSON line never shows)
+                access_log.handle(
+                    access_log.makeRecord(
+                        access_log.name,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "%s %s %s",
+                        (method, scope.get("path", ""), status),
+                        None,
+                        extra={
+                            "http_method": method,
+                            "http_route": template,
+                            "http_status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "partner_id": principal,
+                            "request_trace_id": trace_hex,
+                        },
+                    )
                 )
+
+
+#: Prometheus children by (method, route, status): ``labels()`` looks them up under a lock each time.
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
 def metrics_response() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+def _span_details(scope: Scope) -> tuple[str, dict[str, str]]:
+    """The server span's name when it starts: the method (the route is not known before routing)."""
+    method = sanitize_method(scope.get("method", "").strip())
+    return ("HTTP" if method == "_OTHER" else method), {}
+
+
+def _name_span(span: trace.Span, scope: Scope) -> None:
+    template = getattr(scope.get("route"), "path", None)
+    if template and span.is_recording():
+        span.update_name(f"{_span_details(scope)[0]} {template}")
+        span.set_attribute("http.route", template)
+
+
 def instrument_app(app: FastAPI, *, service_version: str | None = None) -> None:
-    """Tracing of every request (spans for the receive/send ASGI events are left out)."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    """Tracing of every request with OpenTelemetry's ASGI instrumentation (``OpenTelemetryMiddleware``).
+
+    The middleware wraps the whole app (outside Starlette's ``ServerErrorMiddleware``, so the 500
+    handler answers inside the span and quotes its trace id), as ``FastAPIInstrumentor`` places it,
+    but without the instrumentor's per-request scan of every route to name the span before routing:
+    :class:`MetricsMiddleware` names it from the route the router picked. Spans for the receive/send
+    ASGI events are left out; ``/metrics`` and ``/health`` are not traced.
+    """
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     telemetry = setup_telemetry("recon-partner-api", service_version=service_version)
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=telemetry.provider,
-        excluded_urls="/metrics,/health",
-        exclude_spans=["receive", "send"],
-    )
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        stack = build()
+        return ServerErrorMiddleware(
+            OpenTelemetryMiddleware(
+                stack,
+                excluded_urls="/metrics,/health",
+                default_span_details=_span_details,
+                tracer_provider=telemetry.provider,
+                exclude_spans=["receive", "send"],
+            )
+        )
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 _instrumented: set[int] = set()
@@ -135,30 +203,67 @@ def instrument_engine(engine: Engine) -> None:
     _instrumented.add(id(engine))
 
 
+class BackgroundLines(logging.Handler):
+    """Formats each record in the thread that logs it and queues the line; a writer thread writes the
+    queued lines every ``interval`` seconds (and at exit), so a request never waits on the stream nor
+    wakes a thread per line."""
+
+    def __init__(self, stream: IO[str], *, interval: float = 0.05) -> None:
+        super().__init__()
+        self.stream = stream
+        self.interval = interval
+        self._lines: deque[str] = deque()
+        self._write_lock = threading.Lock()
+        threading.Thread(target=self._run, name="recon-log-writer", daemon=True).start()
+        atexit.register(self.flush)
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # no handler lock: formatting is per record and deque.append is atomic
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self._write_lock:
+            lines = self._lines
+            out: list[str] = []
+            while lines:
+                out.append(lines.popleft())
+            if out:
+                with contextlib.suppress(ValueError, OSError):  # stream closed at interpreter exit
+                    self.stream.write("\n".join(out) + "\n")
+                    self.stream.flush()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.flush()
+
+
 def log_in_background() -> None:
-    """Write log lines from a background thread (``QueueHandler`` / ``QueueListener``).
+    """Write log lines from a background thread (:class:`BackgroundLines` replaces the JSON handler).
 
     Each record is still formatted in the thread that logs it (the JSON line takes the trace id of the
     span current there); only the write and flush of the stream move off the request path.
     """
-    import queue
     import sys
-    from logging.handlers import QueueHandler, QueueListener
 
     from reconciliation_pipeline.telemetry import JsonLogFormatter
 
     root = logging.getLogger()
-    if any(isinstance(h, QueueHandler) for h in root.handlers):
+    if any(isinstance(h, BackgroundLines) for h in root.handlers):
         return
-    writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(logging.Formatter("%(message)s"))
     formatters = [h.formatter for h in root.handlers if h.get_name() == "recon-json"]
     for handler in [h for h in root.handlers if h.get_name() == "recon-json"]:
         root.removeHandler(handler)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    front = QueueHandler(records)
+    front = BackgroundLines(sys.stderr)
     front.set_name("recon-json")
     front.setFormatter(formatters[0] if formatters and formatters[0] else JsonLogFormatter())
     root.addHandler(front)
-    listener = QueueListener(records, writer)
-    listener.start()

@@ -71,6 +71,9 @@ def test_scopes_are_enforced(api: Api) -> None:
     )
     assert "disputes" in str(body["detail"])
     _is_problem(api.get("/v1/ops/exceptions", reader), 403)
+    # the status read checks its scope where it reaches the store (after auth and the rate limit)
+    body = _is_problem(api.get(f"/v1/transactions/{tx}", api.partner(scopes="disputes")), 403)
+    assert "read" in str(body["detail"])
     upload = api.post("/v1/settlement-files", reader, idem="k2", files={"file": ("a.csv", b"x")})
     _is_problem(upload, 403)
 
@@ -148,6 +151,10 @@ def test_status_carries_the_match_evidence(api: Api) -> None:
     assert evidence["source_file"] == "batch_812.csv" and evidence["batch_id"] == "812"
     assert evidence["amount_minor"] == 10_000 and evidence["currency"] == "EUR"
     assert api.get("/v1/transactions/by-psp-reference/Q1W2E3R4T5Y6U7I8", key).json() == body
+    # the status is written by orjson without the response model: it must be the model's own JSON
+    from partner_api.schemas import TransactionStatus
+
+    assert TransactionStatus.model_validate(body).model_dump(mode="json") == body
     batch = api.get("/v1/settlement-batches/812", key).json()
     assert batch["by_status"] == {"matched": 1} and batch["reconciled"] is True
     assert batch["totals"] == [{"currency": "EUR", "lines": 1, "amount_minor": 10_000}]

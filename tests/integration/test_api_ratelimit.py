@@ -79,6 +79,10 @@ def test_a_burst_gets_429_with_retry_after(limited_api: object) -> None:
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["type"].endswith("rate-limited")
     assert api.get("/v1/transactions", other).status_code == 200  # buckets are per key
+    # the status read takes its token in the worker-thread call that reads the store
+    status = api.get("/v1/transactions/tx-none", key)
+    assert status.status_code == 429 and status.json()["type"].endswith("rate-limited")
+    assert api.get("/v1/transactions/tx-none", other).status_code == 404
     metrics = api.client.get("/metrics").text
     assert "recon_api_rate_limited_total" in metrics
 
