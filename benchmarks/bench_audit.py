@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import io
 import os
 import subprocess
@@ -145,18 +146,57 @@ def dump(engine: Engine, tables: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def copy_in(engine: Engine, data: dict[str, str]) -> None:
+def copy_in(engine: Engine, data: dict[str, str], cpu: Cpu | None = None) -> None:
     with engine.begin() as conn:
+        if cpu is not None:
+            cpu.start(conn)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         for table, rows in data.items():
             cursor.copy_expert(f'COPY "{table}" FROM STDIN', io.StringIO(rows))
         cursor.close()
+        if cpu is not None:
+            cpu.stop()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     result = fn()
     return time.perf_counter() - started, result
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a server process has used so far (the server runs on this machine;
+    0.0 when its /proc entry cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class Cpu:
+    """CPU seconds of this process and of one server backend between :meth:`start` and :meth:`stop`
+    (under load, wall time says little; CPU time is what the work costs)."""
+
+    def __init__(self) -> None:
+        self.client = self.server = 0.0
+        self._pid = 0
+
+    def start(self, conn: Any) -> None:
+        self._pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        self._c0, self._s0 = time.process_time(), backend_cpu(self._pid)
+
+    def stop(self) -> None:
+        self.client = time.process_time() - self._c0
+        self.server = backend_cpu(self._pid) - self._s0
+
+    def __str__(self) -> str:
+        total = self.client + self.server
+        return f"CPU {total:.2f} s (Python {self.client:.2f} s + server backend {self.server:.2f} s)"
 
 
 def count_events(engine: Engine) -> int:
@@ -216,31 +256,39 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with database(args.admin_url) as url:
         best_c = best_b = best_ec = best_eb = float("inf")
         events = 0
+        cpu_c, cpu_b, cpu_ec, cpu_eb = Cpu(), Cpu(), Cpu(), Cpu()
         for r in range(args.repeat):
             cand = schema_engine(url, f"cand_{r}")
 
             def publish(engine: Engine = cand) -> service.ApplyResult:
                 with db.session_scope(engine) as s:
-                    return service.apply_outcomes(s, frame, as_of=DAY, chain=CHAIN, actor="bench")
+                    cpu_c.start(s.connection())
+                    done = service.apply_outcomes(s, frame, as_of=DAY, chain=CHAIN, actor="bench")
+                    cpu_c.stop()
+                    return done
 
             t_c, _ = timed(publish)
             events = count_events(cand)
             rows = dump(cand, TABLES)
             base = schema_engine(url, f"base_{r}")
-            t_b, _ = timed(lambda rows=rows, base=base: copy_in(base, rows))
+            t_b, _ = timed(functools.partial(copy_in, base, rows, cpu_b))
             assert count_events(base) == events
+            print(f"  run {r + 1}: publish {t_c:.2f} s, {cpu_c}; plain COPY {t_b:.2f} s, {cpu_b}")
             best_c, best_b = min(best_c, t_c), min(best_b, t_b)
 
             chain_only = schema_engine(url, f"chain_{r}")
 
             def append(engine: Engine = chain_only) -> None:
                 with db.session_scope(engine) as s:
+                    cpu_ec.start(s.connection())
                     audit.append_event_rows(s, events_in)
+                    cpu_ec.stop()
 
             t_ec, _ = timed(append)
             ev_rows = dump(chain_only, ("audit_events",))
             ev_base = schema_engine(url, f"chainbase_{r}")
-            t_eb, _ = timed(lambda ev_rows=ev_rows, ev_base=ev_base: copy_in(ev_base, ev_rows))
+            t_eb, _ = timed(functools.partial(copy_in, ev_base, ev_rows, cpu_eb))
+            print(f"  run {r + 1}: chain append {t_ec:.2f} s, {cpu_ec}; plain COPY {t_eb:.2f} s, {cpu_eb}")
             best_ec, best_eb = min(best_ec, t_ec), min(best_eb, t_eb)
             if r < args.repeat - 1:
                 for e in (base, chain_only, ev_base):
@@ -256,10 +304,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
         results["ratio"] = best_b / best_c
         print(f"ratio plain COPY / chained write: {results['ratio']:.2f}x (goal >= 0.8x)")
+        results["cpu_ratio"] = (cpu_b.client + cpu_b.server) / max(cpu_c.client + cpu_c.server, 1e-9)
+        print(f"  CPU-time ratio (last run, Python + server backend): {results['cpu_ratio']:.2f}x")
         print(f"append_event_rows alone: {best_ec:.2f} s, {n / best_ec:,.0f} events/s")
         print(f"plain COPY of the same event rows: {best_eb:.2f} s, {n / best_eb:,.0f} events/s")
         results["chain_ratio"] = best_eb / best_ec
         print(f"ratio plain COPY / chain append: {results['chain_ratio']:.2f}x")
+        results["chain_cpu_ratio"] = (cpu_eb.client + cpu_eb.server) / max(
+            cpu_ec.client + cpu_ec.server, 1e-9
+        )
+        print(f"  CPU-time ratio (last run, Python + server backend): {results['chain_cpu_ratio']:.2f}x")
         t_vs, vs = timed(lambda: audit.verify_chain(cand, method="server"))
         assert vs.ok and vs.count == events, vs.reason
         results["verify_server_rate"] = events / t_vs

@@ -17,14 +17,18 @@ import dataclasses
 import datetime as dt
 import decimal
 import hashlib
+import io
 import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import orjson
+import polars as pl
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -40,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from reconciliation_pipeline.store.db import COPY_CHUNK, LineReader, bulk_insert
+from reconciliation_pipeline.store.db import COPY_CHUNK, LineReader, bulk_insert, copy_csv
 from reconciliation_pipeline.store.models import AuditEvent, UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -441,6 +445,225 @@ def append_event_rows(session: Session, events: Sequence[AuditEventIn]) -> Appen
     return AppendResult(len(events), last_seq + 1, last, chainer.head)
 
 
+# --------------------------------------------------------------------------- appending a frame
+
+#: An event frame (:func:`append_event_frame`): one row per event, in chain order. JSON columns hold
+#: canonical JSON text (:func:`canonical_json`, or :func:`json_string` pieces); a null ``event_id``
+#: gets a fresh uuid4, ``occurred_at`` is UTC.
+EVENT_FRAME_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "occurred_at": pl.Datetime("us", "UTC"),
+    "actor": pl.String(),
+    "action": pl.String(),
+    "entity_type": pl.String(),
+    "entity_id": pl.String(),
+    "inputs": pl.String(),
+    "chain": pl.String(),
+    "outcome": pl.String(),
+    "trace_id": pl.String(),
+}
+#: Characters :func:`json.dumps` escapes in a string (``ensure_ascii=False``).
+_JSON_ESCAPED = r'[\x00-\x1f"\\]'
+#: Events hashed and sent to ``COPY`` per piece (the server stores a piece while the next is hashed).
+FRAME_PIECE = 32_768
+
+
+def json_string(values: pl.Series) -> pl.Series:
+    """Each value as a JSON string literal, exactly as :func:`canonical_json` writes it (``null`` for
+    a null). Plain values are quoted column-wise; the few that need escapes go through ``json``."""
+    values = values.cast(pl.String)
+    quoted = pl.select(pl.concat_str(pl.lit('"'), pl.lit(values), pl.lit('"'))).to_series()
+    special = values.str.contains(_JSON_ESCAPED).fill_null(False)
+    if special.any():
+        where = special.arg_true()
+        quoted = quoted.scatter(where, [_encode_str(v) for v in values.gather(where).to_list()])
+    return quoted.fill_null("null").alias(values.name)
+
+
+def json_object(fields: Mapping[str, pl.Series | str]) -> pl.Series:
+    """Canonical JSON text of one object per row: ``fields`` maps each key to its values' JSON text
+    (a Series, e.g. from :func:`json_string`, or one text for every row); keys are written sorted."""
+    parts: list[Any] = []
+    for i, key in enumerate(sorted(fields)):
+        parts.append(pl.lit(("{" if i == 0 else ",") + _encode_str(key) + ":"))
+        value = fields[key]
+        parts.append(pl.lit(value) if isinstance(value, pl.Series) else pl.lit(value, pl.String))
+    parts.append(pl.lit("}"))
+    return pl.select(pl.concat_str(parts)).to_series()
+
+
+def events_frame(events: Sequence[AuditEventIn]) -> pl.DataFrame:
+    """``events`` as an event frame (their JSON values as canonical text)."""
+    now = dt.datetime.now(UTC)
+    texts = _Chainer([], 0, GENESIS_HASH)._jtext  # canonical text, shared values encoded once
+    rows = []
+    for ev in events:
+        occurred = ev.occurred_at or now
+        rows.append(
+            (
+                ev.event_id,
+                occurred if occurred.tzinfo is not None else occurred.replace(tzinfo=UTC),
+                ev.actor,
+                ev.action,
+                ev.entity_type,
+                str(ev.entity_id),
+                texts(ev.inputs),
+                texts(ev.chain),
+                texts(ev.outcome),
+                ev.trace_id,
+            )
+        )
+    return pl.DataFrame(rows, schema=EVENT_FRAME_SCHEMA, orient="row")
+
+
+def _fresh_event_ids(n: int) -> pl.Series:
+    """``n`` random (version 4) UUIDs, made column-wise from one ``os.urandom`` block."""
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    hexed = pl.Series("h", np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S32")).cast(pl.String)
+    h = pl.col("h")
+    pieces = [
+        h.str.slice(0, 8),
+        h.str.slice(8, 4),
+        h.str.slice(12, 4),
+        h.str.slice(16, 4),
+        h.str.slice(20, 12),
+    ]
+    return pl.DataFrame([hexed]).select(pl.concat_str(pieces, separator="-").alias("event_id")).to_series()
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: :func:`iso_utc` as a Polars format.
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+
+
+@dataclasses.dataclass(frozen=True)
+class EventPiece:
+    """Hashed events ready to store: ``rows`` (columns :data:`ROW_COLUMNS`, ``occurred_at`` as ISO
+    text) and, for ``COPY``, the same rows as CSV."""
+
+    rows: pl.DataFrame
+    csv: bytes | None
+
+
+def hash_event_frame(
+    frame: pl.DataFrame, first_seq: int, head: list[str], *, csv: bool
+) -> Iterator[EventPiece]:
+    """The events of an event frame numbered from ``first_seq`` and hashed onto ``head[0]``, piece by
+    piece; ``head[0]`` follows the chain's head (the hash of the last event hashed so far).
+
+    Bodies are assembled column-wise (the same text as :func:`canonical_json` of the body, a test
+    compares them); only the chain itself runs one event at a time.
+    """
+    frame = frame.select(pl.col(c).cast(t) for c, t in EVENT_FRAME_SCHEMA.items())
+    sha = hashlib.sha256
+    for start in range(0, frame.height, FRAME_PIECE):
+        part = frame.slice(start, FRAME_PIECE)
+        ids = part["event_id"]
+        if ids.null_count():
+            ids = ids.fill_null(_fresh_event_ids(part.height))
+        j = json_string
+        occurred = part["occurred_at"].dt.strftime(_ISO_FORMAT)
+        # canonical_json(body), keys sorted, cut at prev_hash's value (a hex digest: no escapes):
+        # hash input = prev + before + prev + after
+        before = pl.select(
+            pl.concat_str(
+                pl.lit('{"action":'), pl.lit(j(part["action"])),
+                pl.lit(',"actor":'), pl.lit(j(part["actor"])),
+                pl.lit(',"chain":'), pl.lit(part["chain"].fill_null("null")),
+                pl.lit(',"entity_id":'), pl.lit(j(part["entity_id"])),
+                pl.lit(',"entity_type":'), pl.lit(j(part["entity_type"])),
+                pl.lit(',"event_id":'), pl.lit(j(ids)),
+                pl.lit(',"inputs":'), pl.lit(part["inputs"].fill_null("null")),
+                pl.lit(',"occurred_at":'), pl.lit(j(occurred)),
+                pl.lit(',"outcome":'), pl.lit(part["outcome"].fill_null("null")),
+                pl.lit(',"prev_hash":"'),
+            )
+        ).to_series()  # fmt: skip
+        after = pl.select(pl.concat_str(pl.lit('","trace_id":'), pl.lit(j(part["trace_id"])), pl.lit("}")))
+        first_prev = prev = head[0]
+        hashes: list[str] = []
+        append = hashes.append
+        pairs = zip(
+            before.cast(pl.Binary).to_list(), after.to_series().cast(pl.Binary).to_list(), strict=True
+        )
+        if not _HEX64.fullmatch(prev):  # a head that is not a digest is written as JSON writes it
+            a, b = next(pairs)
+            body = a[:-1] + _encode_str(prev).encode("utf-8") + b[1:]
+            prev = sha(prev.encode("utf-8") + body).hexdigest()
+            append(prev)
+        for a, b in pairs:
+            p = prev.encode("ascii")
+            prev = sha(p + a + p + b).hexdigest()
+            append(prev)
+        head[0] = prev
+        rows = pl.DataFrame(
+            {
+                "seq": pl.int_range(first_seq + start, first_seq + start + part.height, eager=True),
+                "event_id": ids,
+                "occurred_at": occurred,
+                "actor": part["actor"],
+                "action": part["action"],
+                "entity_type": part["entity_type"],
+                "entity_id": part["entity_id"],
+                "inputs": part["inputs"],
+                "chain": part["chain"],
+                "outcome": part["outcome"],
+                "trace_id": part["trace_id"],
+                "prev_hash": pl.Series([first_prev, *hashes[:-1]], dtype=pl.String),
+                "hash": pl.Series(hashes, dtype=pl.String),
+            }
+        )
+        data = None
+        if csv:
+            buf = io.BytesIO()
+            rows.write_csv(buf, include_header=False)
+            data = buf.getvalue()
+        yield EventPiece(rows, data)
+
+
+def uses_copy(session: Session) -> bool:
+    """Whether appends go through ``COPY`` (PostgreSQL with psycopg2)."""
+    conn = session.connection()
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
+
+
+def lock_and_head(session: Session) -> tuple[int, str]:
+    """Take the chain's lock and return ``(last seq, last hash)`` (``(0, 64 zeros)`` when empty)."""
+    return _lock_and_head(session)
+
+
+def store_event_pieces(session: Session, pieces: Iterable[EventPiece], last_seq: int) -> None:
+    """Store hashed pieces (:func:`hash_event_frame`) under the chain's lock; ``last_seq`` is the
+    ``seq`` of the last event stored by them. ``COPY`` streams each piece as soon as it is made."""
+    if uses_copy(session):
+        copy_csv(session.connection(), "audit_events", ROW_COLUMNS, (p.csv or b"" for p in pieces))
+    else:
+        for piece in pieces:
+            rows = piece.rows.with_columns(
+                pl.col("occurred_at").str.to_datetime(
+                    "%Y-%m-%dT%H:%M:%S%.6fZ", time_unit="us", time_zone="UTC"
+                )
+            )
+            bulk_insert(session, _RAW, rows.to_dicts())
+    _advance_sequence(session, last_seq)
+
+
+def append_event_frame(session: Session, frame: pl.DataFrame) -> AppendResult:
+    """Append the events of an event frame (:data:`EVENT_FRAME_SCHEMA`) in order, inside the session's
+    transaction: the bulk path of the publish step. PostgreSQL (psycopg2): ``COPY ... (FORMAT csv)``,
+    a piece is stored while the next one is hashed. Hashes equal those of :func:`append_event_rows`.
+    """
+    if frame.height == 0:
+        return AppendResult(0, None, None, None)
+    last_seq, prev = _lock_and_head(session)
+    head = [prev]
+    last = last_seq + frame.height
+    store_event_pieces(session, hash_event_frame(frame, last_seq + 1, head, csv=uses_copy(session)), last)
+    return AppendResult(frame.height, last_seq + 1, last, head[0])
+
+
 def append_events(session: Session, events: Sequence[AuditEventIn]) -> list[AuditEvent]:
     """Append ``events`` in order inside the caller's transaction and return them as stored."""
     result = append_event_rows(session, events)
@@ -581,6 +804,137 @@ def _verify_python(conn: Connection | Session, batch_size: int) -> VerifyResult:
     return VerifyResult(True, count, head)
 
 
+#: Events fetched per ``COPY`` by the column-wise Python verification (PostgreSQL).
+VERIFY_CHUNK = 131_072
+#: The stored events after a ``seq``, as CSV: every non-NULL value quoted, so NULL and ``''`` stay apart;
+#: ``occurred_at`` as UTC text (``DateStyle`` ISO), JSON columns as their stored text.
+_COPY_OUT = (
+    "COPY (SELECT seq, hash, event_id, occurred_at AT TIME ZONE 'UTC', actor, action, entity_type, entity_id,"
+    " inputs, chain, outcome, trace_id, prev_hash FROM audit_events WHERE seq > {after} ORDER BY seq"
+    " LIMIT {limit}) TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *)"
+)
+_COPY_OUT_SCHEMA = {"seq": pl.Int64(), **{n: pl.String() for n in ("hash", *BODY_COLUMNS)}}
+
+
+def _fetch_events(dbapi: Any, after: int, limit: int) -> pl.DataFrame:
+    buf = io.BytesIO()
+    cursor = dbapi.cursor()
+    try:
+        cursor.copy_expert(_COPY_OUT.format(after=int(after), limit=int(limit)), buf)
+    finally:
+        cursor.close()
+    if not buf.tell():
+        return pl.DataFrame(schema=_COPY_OUT_SCHEMA)
+    return pl.read_csv(buf.getvalue(), has_header=False, schema=_COPY_OUT_SCHEMA, quote_char='"')
+
+
+#: String columns of the body (written as JSON strings).
+_STRING_FIELDS = (
+    "action",
+    "actor",
+    "entity_id",
+    "entity_type",
+    "event_id",
+    "occurred_at",
+    "prev_hash",
+    "trace_id",
+)
+
+
+def _quoted(name: str) -> pl.Expr:
+    """A string column as a JSON string literal, assuming it needs no escapes (``null`` for NULL)."""
+    return pl.concat_str(pl.lit('"'), pl.col(name), pl.lit('"')).fill_null(pl.lit("null"))
+
+
+def _recomputed_hashes(rows: pl.DataFrame) -> list[str]:
+    """``sha256(prev_hash + canonical_json(body))`` of every row, the body assembled column-wise from
+    the stored columns (JSON columns as their stored text); one ``hashlib`` call per row. Rows with a
+    string that JSON escapes are assembled by :func:`_body_text` instead."""
+    t = pl.col("occurred_at")  # "YYYY-MM-DD HH:MM:SS[.f]" in UTC
+    frame = rows.with_columns(
+        occurred_at=pl.concat_str(
+            t.str.slice(0, 10), pl.lit("T"), t.str.slice(11, 8), pl.lit("."),
+            t.str.slice(20).str.pad_end(6, "0"), pl.lit("Z"),
+        )
+    )  # fmt: skip
+    q = _quoted
+    texts = frame.select(
+        text=pl.concat_str(
+            pl.col("prev_hash"),
+            pl.lit('{"action":'), q("action"),
+            pl.lit(',"actor":'), q("actor"),
+            pl.lit(',"chain":'), pl.col("chain").fill_null(pl.lit("null")),
+            pl.lit(',"entity_id":'), q("entity_id"),
+            pl.lit(',"entity_type":'), q("entity_type"),
+            pl.lit(',"event_id":'), q("event_id"),
+            pl.lit(',"inputs":'), pl.col("inputs").fill_null(pl.lit("null")),
+            pl.lit(',"occurred_at":'), q("occurred_at"),
+            pl.lit(',"outcome":'), pl.col("outcome").fill_null(pl.lit("null")),
+            pl.lit(',"prev_hash":'), q("prev_hash"),
+            pl.lit(',"trace_id":'), q("trace_id"),
+            pl.lit("}"),
+        ),
+        special=pl.any_horizontal(pl.col(n).str.contains(_JSON_ESCAPED) for n in _STRING_FIELDS),
+    )  # fmt: skip
+    sha = hashlib.sha256
+    # a NULL where the schema forbids one leaves the text NULL: it hashes to nothing stored
+    out = ["" if x is None else sha(x).hexdigest() for x in texts["text"].cast(pl.Binary).to_list()]
+    for i in texts["special"].fill_null(False).arg_true().to_list():
+        r = frame.row(i, named=True)
+        if None in (r["prev_hash"], r["event_id"], r["occurred_at"], r["actor"], r["action"]):
+            continue
+        if None in (r["entity_type"], r["entity_id"]):
+            continue
+        out[i] = _sha(
+            r["prev_hash"],
+            _body_text(
+                r["event_id"], r["occurred_at"], r["actor"], r["action"], r["entity_type"], r["entity_id"],
+                r["inputs"], r["chain"], r["outcome"], r["trace_id"], r["prev_hash"],
+            ),
+        )  # fmt: skip
+    return out
+
+
+def _verify_python_columnwise(conn: Connection) -> VerifyResult:
+    """The independent check on PostgreSQL, column-wise: events are fetched with ``COPY`` in chunks (the
+    next chunk while this one is checked), bodies assembled by Polars, each hashed with ``hashlib``.
+
+    A row whose recomputed hash or link does not match is judged again row by row with
+    :func:`_check_row` (stored JSON text that is not canonical but intact passes there), so the result
+    and the reason are those of the row-by-row walk.
+    """
+    conn.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    prev = GENESIS_HASH
+    count = 0
+    head: str | None = None
+    after = -(2**62)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-verify") as pool:
+        pending = pool.submit(_fetch_events, dbapi, after, VERIFY_CHUNK)
+        while True:
+            rows = pending.result()
+            if rows.height == 0:
+                break
+            after = int(rows["seq"][-1])
+            pending = pool.submit(_fetch_events, dbapi, after, VERIFY_CHUNK)
+            stored = rows["hash"]
+            recomputed = pl.Series(_recomputed_hashes(rows), dtype=pl.String)
+            expected = stored.shift(1).scatter(0, prev)
+            suspect = (recomputed != stored).fill_null(True) | (rows["prev_hash"] != expected).fill_null(True)
+            for i in suspect.arg_true().to_list():
+                seq = int(rows["seq"][i])
+                before = prev if i == 0 else str(stored[i - 1])
+                pending.result()  # the connection is free again
+                row = conn.execute(select(*_VERIFY_COLUMNS).where(AuditEvent.seq == seq)).one()
+                problem = _check_row(row, before)
+                if problem is not None:
+                    return VerifyResult(False, count + i, None if count + i == 0 else before, seq, problem)
+            prev = head = str(stored[-1])
+            count += rows.height
+    return VerifyResult(True, count, head)
+
+
 #: The canonical body text of an event built by PostgreSQL itself (``to_json(text)`` escapes strings
 #: exactly as Python's ``json`` with ``ensure_ascii=False``; ``json`` columns return their stored text).
 _PG_BODY = """'{"action":' || to_json(action)::text
@@ -675,7 +1029,11 @@ def _verify_on(conn: Connection, batch_size: int, method: str) -> VerifyResult:
     server = conn.dialect.name == "postgresql" and method in ("auto", "server")
     if method == "server" and not server:
         raise ValueError(f"verify_chain: method='server' needs PostgreSQL, not {conn.dialect.name}")
-    return _verify_server(conn) if server else _verify_python(conn, batch_size)
+    if server:
+        return _verify_server(conn)
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        return _verify_python_columnwise(conn)
+    return _verify_python(conn, batch_size)
 
 
 def count_events(session: Session) -> int:
@@ -689,13 +1047,21 @@ __all__ = [
     "AuditEventIn",
     "VerifyResult",
     "append_event",
+    "append_event_frame",
     "append_event_rows",
     "append_events",
     "audit_head",
     "canonical_json",
     "compute_hash",
     "count_events",
+    "events_frame",
+    "hash_event_frame",
+    "json_object",
+    "json_string",
+    "lock_and_head",
     "lock_chain",
     "normalise_chain",
+    "store_event_pieces",
+    "uses_copy",
     "verify_chain",
 ]

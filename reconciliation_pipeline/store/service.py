@@ -14,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
-from sqlalchemy import ColumnElement, Table, select
+from sqlalchemy import ColumnElement, String, Table, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from reconciliation_pipeline.frames import (
@@ -31,14 +34,24 @@ from reconciliation_pipeline.frames import (
     conform,
 )
 from reconciliation_pipeline.store.audit import (
+    EVENT_FRAME_SCHEMA,
     AuditEventIn,
+    EventPiece,
     append_event_rows,
     audit_head,
+    canonical_json,
+    events_frame,
+    hash_event_frame,
+    json_object,
+    json_string,
+    lock_and_head,
     lock_chain,
     normalise_chain,
+    store_event_pieces,
     to_json_value,
+    uses_copy,
 )
-from reconciliation_pipeline.store.db import bulk_insert, bulk_update
+from reconciliation_pipeline.store.db import bulk_insert, bulk_update, copy_frame
 from reconciliation_pipeline.store.models import (
     ExceptionItem,
     IngestedFile,
@@ -82,6 +95,11 @@ def _table(model: Any) -> Table:
 def _load_by_keys(
     session: Session, key_col: ColumnElement[Any], columns: Sequence[ColumnElement[Any]], keys: Sequence[str]
 ) -> list[Any]:
+    if not keys:
+        return []
+    if session.connection().dialect.name == "postgresql":  # one statement, the keys as one array
+        wanted = bindparam("keys", list(keys), type_=ARRAY(String()))
+        return list(session.execute(select(*columns).where(key_col == any_(wanted))).all())
     rows: list[Any] = []
     for chunk in _chunks(list(keys), KEY_CHUNK):
         rows.extend(session.execute(select(*columns).where(key_col.in_(chunk))).all())
@@ -497,8 +515,81 @@ def _maybe_json(value: Any) -> Any:
         return value
 
 
-def _state(row: dict[str, Any], suffix: str = "") -> dict[str, Any]:
-    return {c: row[c + suffix] for c in STATE_COLUMNS}
+def _insert_new_groups(session: Session, groups: pl.DataFrame) -> None:
+    """Insert the match groups not stored yet (a group may span business dates).
+
+    PostgreSQL (psycopg2): the stored ones are looked up, the rest ``COPY``-ed (only the publish step
+    writes match groups, under the chain's lock); elsewhere ``INSERT`` skipping conflicts.
+    """
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        ids = groups["match_id"].to_list()
+        stored = conn.exec_driver_sql(
+            "SELECT match_id FROM match_groups WHERE match_id = ANY(%(ids)s)", {"ids": ids}
+        ).scalars()
+        known = pl.Series("match_id", list(stored), dtype=pl.String)
+        copy_frame(session, _table(MatchGroup), groups.filter(~pl.col("match_id").is_in(known)))
+        return
+    bulk_insert(session, _table(MatchGroup), groups.to_dicts(), ignore_conflicts=True)
+
+
+def _outcome_events(
+    written: pl.DataFrame,
+    *,
+    as_of: dt.date,
+    now: dt.datetime,
+    actor: str,
+    chain: dict[str, Any],
+    trace_id: str | None,
+) -> pl.DataFrame:
+    """The ``outcome.written`` / ``outcome.changed`` events of the written rows as an event frame,
+    built column-wise; the same JSON texts as :func:`audit.canonical_json` of
+    ``inputs={"previous": <previous state and as_of_date> or None, "as_of": ...}`` and
+    ``outcome={<state>, "business_date": ...}``."""
+    j = json_string
+    changed = written["_action"] == "change"
+    previous = json_object(
+        {
+            **{c: j(written[f"{c}_prev"]) for c in STATE_COLUMNS},
+            "as_of_date": j(written["as_of_date_prev"].cast(pl.String)),
+        }
+    )
+    previous = pl.select(
+        pl.when(pl.lit(changed)).then(pl.lit(previous)).otherwise(pl.lit("null"))
+    ).to_series()
+    inputs = json_object({"as_of": json.dumps(as_of.isoformat()), "previous": previous})
+    outcome = json_object(
+        {
+            **{c: j(written[c]) for c in STATE_COLUMNS},
+            "business_date": j(written["business_date"].cast(pl.String)),
+        }
+    )
+    trace = written["trace_id"]
+    trace = pl.select(
+        pl.when(pl.lit(trace).is_null() | (pl.lit(trace) == ""))
+        .then(pl.lit(trace_id, pl.String))
+        .otherwise(pl.lit(trace))
+    ).to_series()
+    n = written.height
+    return pl.DataFrame(
+        {
+            "event_id": pl.Series([None] * n, dtype=pl.String),
+            "occurred_at": pl.Series([now] * n, dtype=pl.Datetime("us", "UTC"))
+            if n
+            else pl.Series([], dtype=pl.Datetime("us", "UTC")),
+            "actor": pl.Series([actor] * n, dtype=pl.String),
+            "action": pl.select(
+                pl.when(pl.lit(changed)).then(pl.lit("outcome.changed")).otherwise(pl.lit("outcome.written"))
+            ).to_series(),
+            "entity_type": pl.Series(["outcome"] * n, dtype=pl.String),
+            "entity_id": written["record_key"],
+            "inputs": inputs,
+            "chain": pl.Series([canonical_json(chain)] * n, dtype=pl.String),
+            "outcome": outcome,
+            "trace_id": trace,
+        },
+        schema=EVENT_FRAME_SCHEMA,
+    )
 
 
 def apply_outcomes(
@@ -563,6 +654,51 @@ def apply_outcomes(
             session, _table(Outcome), "record_key", late_traces.select("record_key", "trace_id").to_dicts()
         )
 
+    # The outcome events come first in the chain and need nothing written below: they are built and
+    # hashed in a second thread while the server stores the match groups, outcomes and exceptions
+    # (psycopg2 and Polars release the GIL while they wait or work).
+    last_seq, head_hash = lock_and_head(session)
+    head = [head_hash]
+    as_csv = uses_copy(session)
+
+    def outcome_pieces() -> list[EventPiece]:
+        frame = _outcome_events(written, as_of=as_of, now=now, actor=actor, chain=chain_n, trace_id=trace_id)
+        return list(hash_event_frame(frame, last_seq + 1, head, csv=as_csv))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash") as pool:
+        hashing = pool.submit(outcome_pieces)
+        opened, resolved, events = _write_outcome_rows(
+            session, written, as_of=as_of, now=now, actor=actor, evidence=evidence, chain=chain_n,
+            trace_id=trace_id, run_id=run_id,
+        )  # fmt: skip
+        pieces = hashing.result()
+    first_exception_seq = last_seq + written.height + 1
+    tail = hash_event_frame(events_frame(events), first_exception_seq, head, csv=as_csv)
+    if written.height or events:
+        store_event_pieces(session, itertools.chain(pieces, tail), first_exception_seq + len(events) - 1)
+    return ApplyResult(
+        inserted=counts.get("insert", 0),
+        changed=counts.get("change", 0),
+        unchanged=counts.get("unchanged", 0),
+        skipped_older=counts.get("older", 0),
+        exceptions_opened=opened,
+        exceptions_resolved=resolved,
+    )
+
+
+def _write_outcome_rows(
+    session: Session,
+    written: pl.DataFrame,
+    *,
+    as_of: dt.date,
+    now: dt.datetime,
+    actor: str,
+    evidence: pl.DataFrame | None,
+    chain: dict[str, Any],
+    trace_id: str | None,
+    run_id: str | None,
+) -> tuple[int, int, list[AuditEventIn]]:
+    """Match groups, outcomes and exceptions of the written rows; the exception events to append."""
     # match groups first (outcomes reference them)
     groups = (
         written.filter(pl.col("match_id").is_not_null())
@@ -571,11 +707,16 @@ def apply_outcomes(
         .sort("match_id")
     )
     if groups.height:
-        rows = [
-            {"match_id": m, "rule_id": r, "business_date": b, "as_of_date": as_of, "run_id": run_id}
-            for m, r, b in groups.iter_rows()
-        ]
-        bulk_insert(session, _table(MatchGroup), rows, ignore_conflicts=True)
+        _insert_new_groups(
+            session,
+            groups.select(
+                "match_id",
+                "rule_id",
+                "business_date",
+                as_of_date=pl.lit(as_of, pl.Date),
+                run_id=pl.lit(run_id, pl.String),
+            ),
+        )
 
     out_cols = [
         "record_key",
@@ -589,12 +730,16 @@ def apply_outcomes(
     ]
     inserts = written.filter(pl.col("_action") == "insert")
     if inserts.height:
-        ins_rows = inserts.select(out_cols).to_dicts()
-        for r in ins_rows:
-            r["as_of_date"] = as_of
-            r["run_id"] = run_id
-            r["updated_at"] = now
-        bulk_insert(session, _table(Outcome), ins_rows)
+        copy_frame(
+            session,
+            _table(Outcome),
+            inserts.select(
+                *out_cols,
+                as_of_date=pl.lit(as_of, pl.Date),
+                run_id=pl.lit(run_id, pl.String),
+                updated_at=pl.lit(now, pl.Datetime("us", "UTC")),
+            ),
+        )
     changes = written.filter(pl.col("_action") == "change")
     if changes.height:
         bulk_update(
@@ -605,34 +750,7 @@ def apply_outcomes(
             constants={"as_of_date": as_of, "run_id": run_id, "updated_at": now},
         )
 
-    # audit: one event per written outcome row, in input order
     events: list[AuditEventIn] = []
-    as_of_s = as_of.isoformat()
-    for row in written.select(
-        "record_key",
-        "_action",
-        pl.col("business_date").cast(pl.String),
-        *STATE_COLUMNS,
-        *(f"{c}_prev" for c in STATE_COLUMNS),
-        pl.col("as_of_date_prev").cast(pl.String),
-        "trace_id",
-    ).iter_rows(named=True):
-        changed = row["_action"] == "change"
-        previous = {**_state(row, "_prev"), "as_of_date": row["as_of_date_prev"]} if changed else None
-        events.append(
-            AuditEventIn(
-                actor=actor,
-                action="outcome.changed" if changed else "outcome.written",
-                entity_type="outcome",
-                entity_id=row["record_key"],
-                inputs={"previous": previous, "as_of": as_of_s},
-                chain=chain_n,
-                outcome={**_state(row), "business_date": row["business_date"]},
-                trace_id=row["trace_id"] or trace_id,
-                occurred_at=now,
-            )
-        )
-
     opened, resolved = _sync_exceptions(
         session,
         written,
@@ -640,19 +758,11 @@ def apply_outcomes(
         now=now,
         actor=actor,
         evidence=evidence,
-        chain=chain_n,
+        chain=chain,
         trace_id=trace_id,
         events=events,
     )
-    append_event_rows(session, events)
-    return ApplyResult(
-        inserted=counts.get("insert", 0),
-        changed=counts.get("change", 0),
-        unchanged=counts.get("unchanged", 0),
-        skipped_older=counts.get("older", 0),
-        exceptions_opened=opened,
-        exceptions_resolved=resolved,
-    )
+    return opened, resolved, events
 
 
 def _sync_exceptions(
