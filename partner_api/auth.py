@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from opentelemetry import trace
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -292,7 +293,11 @@ def access(scope: str):  # type: ignore[no-untyped-def]
 
     async def _access(request: Request) -> Access:
         runtime = await get_runtime(request)
-        principal = await authenticate_async(runtime, _token(await bearer(request)))
+        # what ``bearer`` (HTTPBearer, auto_error off) reads, without building its credentials model
+        scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+        if not (scheme and token) or scheme.lower() != "bearer":
+            _token(None)
+        principal = await authenticate_async(runtime, token)
         return Access(runtime, _authenticated(request, principal), scope)
 
     return Depends(_access)
