@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
-from sqlalchemy import ColumnElement, String, Table, any_, bindparam, select
+from sqlalchemy import ColumnElement, Table, Text, any_, bindparam, cast, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -98,12 +98,20 @@ def _load_by_keys(
     if not keys:
         return []
     if session.connection().dialect.name == "postgresql":  # one statement, the keys as one array
-        wanted = bindparam("keys", list(keys), type_=ARRAY(String()))
+        wanted = cast(bindparam("keys", pg_text_array(keys), type_=Text()), ARRAY(Text()))
         return list(session.execute(select(*columns).where(key_col == any_(wanted))).all())
     rows: list[Any] = []
     for chunk in _chunks(list(keys), KEY_CHUNK):
         rows.extend(session.execute(select(*columns).where(key_col.in_(chunk))).all())
     return rows
+
+
+def pg_text_array(values: Iterable[str]) -> str:
+    """``values`` as one PostgreSQL array literal (``'{"a","b"}'``, cast to ``text[]`` by the query):
+    the server reads one constant instead of parsing a node per element."""
+    quoted = pl.Series(list(values), dtype=pl.String)
+    quoted = quoted.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    return "{" + pl.select(pl.concat_str(pl.lit('"'), pl.lit(quoted), pl.lit('"')).str.join(",")).item() + "}"
 
 
 def keys_digest(keys: Iterable[str]) -> str:
@@ -525,7 +533,8 @@ def _insert_new_groups(session: Session, groups: pl.DataFrame) -> None:
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
         ids = groups["match_id"].to_list()
         stored = conn.exec_driver_sql(
-            "SELECT match_id FROM match_groups WHERE match_id = ANY(%(ids)s)", {"ids": ids}
+            "SELECT match_id FROM match_groups WHERE match_id = ANY(%(ids)s::text[])",
+            {"ids": pg_text_array(ids)},
         ).scalars()
         known = pl.Series("match_id", list(stored), dtype=pl.String)
         copy_frame(session, _table(MatchGroup), groups.filter(~pl.col("match_id").is_in(known)))

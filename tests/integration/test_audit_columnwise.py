@@ -220,3 +220,17 @@ def test_python_verification_catches_a_change_in_an_escaped_string(engine: Engin
     for method in ("python", "auto"):
         result = verify_chain(engine, method=method)
         assert not result.ok and result.first_bad_seq == seq, (method, result)
+
+
+@pytest.mark.postgres
+def test_keys_sent_as_one_array_literal_come_back_unchanged(pg_schema_url: str) -> None:
+    keys = ["a", 'b"c', "d\\e", "f,g{}", "", "NULL", " sp ", "x\ny\tz", "é€😀", '\\"']
+    eng = make_engine(pg_schema_url)
+    try:
+        with eng.connect() as conn:
+            got = conn.exec_driver_sql(
+                "SELECT unnest(%(k)s::text[])", {"k": service.pg_text_array(keys)}
+            ).scalars()
+            assert list(got) == keys
+    finally:
+        eng.dispose()
