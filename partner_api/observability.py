@@ -24,6 +24,7 @@ from typing import IO, Any
 import orjson
 from fastapi import FastAPI
 from opentelemetry import trace
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import sanitize_method
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
@@ -172,6 +173,8 @@ def instrument_app(app: FastAPI, *, service_version: str | None = None) -> None:
                 excluded_urls="/metrics,/health",
                 default_span_details=_span_details,
                 tracer_provider=telemetry.provider,
+                # request metrics are Prometheus's (MetricsMiddleware): OpenTelemetry's are not kept
+                meter_provider=NoOpMeterProvider(),
                 exclude_spans=["receive", "send"],
             )
         )
@@ -212,7 +215,7 @@ class FastJsonLogFormatter(JsonLogFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "timestamp": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -235,6 +238,19 @@ class FastJsonLogFormatter(JsonLogFormatter):
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+_second: list[Any] = [None, ""]
+
+
+def _timestamp(created: float) -> str:
+    """``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``, the date and time
+    of day formatted once a second."""
+    whole = int(created)
+    micros = round((created - whole) * 1e6)  # rounded to microseconds as datetime does, then cut
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    if _second[0] != whole:
+        _second[:] = [whole, dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{micros // 1000:03d}+00:00"
 
 
 class BackgroundLines(logging.Handler):
