@@ -480,6 +480,22 @@ def json_string(values: pl.Series) -> pl.Series:
     return quoted.fill_null("null").alias(values.name)
 
 
+def json_strings(columns: Mapping[str, pl.Series]) -> dict[str, pl.Series]:
+    """:func:`json_string` of several columns of the same length. One pass over all of them finds
+    whether any value needs an escape; when none does (the common case) every column is just quoted."""
+    cols = {name: values.cast(pl.String) for name, values in columns.items()}
+    if not cols:
+        return {}
+    frame = pl.DataFrame(list(cols.values()), schema=list(cols))
+    joined = pl.concat_str([pl.col(n).fill_null("") for n in cols])
+    if frame.select(joined.str.contains(_JSON_ESCAPED).any()).item():
+        return {name: json_string(values).alias(name) for name, values in cols.items()}
+    quoted = frame.select(
+        pl.concat_str(pl.lit('"'), pl.col(n), pl.lit('"')).fill_null(pl.lit("null")).alias(n) for n in cols
+    )
+    return {name: quoted[name] for name in cols}
+
+
 def json_object(fields: Mapping[str, pl.Series | str]) -> pl.Series:
     """Canonical JSON text of one object per row: ``fields`` maps each key to its values' JSON text
     (a Series, e.g. from :func:`json_string`, or one text for every row); keys are written sorted."""
@@ -563,25 +579,35 @@ def hash_event_frame(
         ids = part["event_id"]
         if ids.null_count():
             ids = ids.fill_null(_fresh_event_ids(part.height))
-        j = json_string
         occurred = part["occurred_at"].dt.strftime(_ISO_FORMAT)
+        js = json_strings(
+            {
+                "action": part["action"],
+                "actor": part["actor"],
+                "entity_id": part["entity_id"],
+                "entity_type": part["entity_type"],
+                "event_id": ids,
+                "occurred_at": occurred,
+                "trace_id": part["trace_id"],
+            }
+        )
         # canonical_json(body), keys sorted, cut at prev_hash's value (a hex digest: no escapes):
         # hash input = prev + before + prev + after
         before = pl.select(
             pl.concat_str(
-                pl.lit('{"action":'), pl.lit(j(part["action"])),
-                pl.lit(',"actor":'), pl.lit(j(part["actor"])),
+                pl.lit('{"action":'), pl.lit(js["action"]),
+                pl.lit(',"actor":'), pl.lit(js["actor"]),
                 pl.lit(',"chain":'), pl.lit(part["chain"].fill_null("null")),
-                pl.lit(',"entity_id":'), pl.lit(j(part["entity_id"])),
-                pl.lit(',"entity_type":'), pl.lit(j(part["entity_type"])),
-                pl.lit(',"event_id":'), pl.lit(j(ids)),
+                pl.lit(',"entity_id":'), pl.lit(js["entity_id"]),
+                pl.lit(',"entity_type":'), pl.lit(js["entity_type"]),
+                pl.lit(',"event_id":'), pl.lit(js["event_id"]),
                 pl.lit(',"inputs":'), pl.lit(part["inputs"].fill_null("null")),
-                pl.lit(',"occurred_at":'), pl.lit(j(occurred)),
+                pl.lit(',"occurred_at":'), pl.lit(js["occurred_at"]),
                 pl.lit(',"outcome":'), pl.lit(part["outcome"].fill_null("null")),
                 pl.lit(',"prev_hash":"'),
             )
         ).to_series()  # fmt: skip
-        after = pl.select(pl.concat_str(pl.lit('","trace_id":'), pl.lit(j(part["trace_id"])), pl.lit("}")))
+        after = pl.select(pl.concat_str(pl.lit('","trace_id":'), pl.lit(js["trace_id"]), pl.lit("}")))
         first_prev = prev = head[0]
         hashes: list[str] = []
         append = hashes.append
@@ -1058,6 +1084,7 @@ __all__ = [
     "hash_event_frame",
     "json_object",
     "json_string",
+    "json_strings",
     "lock_and_head",
     "lock_chain",
     "normalise_chain",

@@ -34,7 +34,6 @@ from reconciliation_pipeline.frames import (
     conform,
 )
 from reconciliation_pipeline.store.audit import (
-    EVENT_FRAME_SCHEMA,
     AuditEventIn,
     EventPiece,
     append_event_rows,
@@ -43,7 +42,7 @@ from reconciliation_pipeline.store.audit import (
     events_frame,
     hash_event_frame,
     json_object,
-    json_string,
+    json_strings,
     lock_and_head,
     lock_chain,
     normalise_chain,
@@ -555,49 +554,40 @@ def _outcome_events(
     built column-wise; the same JSON texts as :func:`audit.canonical_json` of
     ``inputs={"previous": <previous state and as_of_date> or None, "as_of": ...}`` and
     ``outcome={<state>, "business_date": ...}``."""
-    j = json_string
-    changed = written["_action"] == "change"
-    previous = json_object(
+    j = json_strings(
         {
-            **{c: j(written[f"{c}_prev"]) for c in STATE_COLUMNS},
-            "as_of_date": j(written["as_of_date_prev"].cast(pl.String)),
+            **{c: written[c] for c in STATE_COLUMNS},
+            **{f"{c}_prev": written[f"{c}_prev"] for c in STATE_COLUMNS},
+            "business_date": written["business_date"].cast(pl.String),
+            "as_of_date_prev": written["as_of_date_prev"].cast(pl.String),
         }
     )
+    changed = written["_action"] == "change"
+    previous = json_object({**{c: j[f"{c}_prev"] for c in STATE_COLUMNS}, "as_of_date": j["as_of_date_prev"]})
     previous = pl.select(
         pl.when(pl.lit(changed)).then(pl.lit(previous)).otherwise(pl.lit("null"))
     ).to_series()
     inputs = json_object({"as_of": json.dumps(as_of.isoformat()), "previous": previous})
-    outcome = json_object(
-        {
-            **{c: j(written[c]) for c in STATE_COLUMNS},
-            "business_date": j(written["business_date"].cast(pl.String)),
-        }
-    )
+    outcome = json_object({**{c: j[c] for c in STATE_COLUMNS}, "business_date": j["business_date"]})
     trace = written["trace_id"]
     trace = pl.select(
         pl.when(pl.lit(trace).is_null() | (pl.lit(trace) == ""))
         .then(pl.lit(trace_id, pl.String))
         .otherwise(pl.lit(trace))
     ).to_series()
-    n = written.height
     return pl.DataFrame(
-        {
-            "event_id": pl.Series([None] * n, dtype=pl.String),
-            "occurred_at": pl.Series([now] * n, dtype=pl.Datetime("us", "UTC"))
-            if n
-            else pl.Series([], dtype=pl.Datetime("us", "UTC")),
-            "actor": pl.Series([actor] * n, dtype=pl.String),
-            "action": pl.select(
-                pl.when(pl.lit(changed)).then(pl.lit("outcome.changed")).otherwise(pl.lit("outcome.written"))
-            ).to_series(),
-            "entity_type": pl.Series(["outcome"] * n, dtype=pl.String),
-            "entity_id": written["record_key"],
-            "inputs": inputs,
-            "chain": pl.Series([canonical_json(chain)] * n, dtype=pl.String),
-            "outcome": outcome,
-            "trace_id": trace,
-        },
-        schema=EVENT_FRAME_SCHEMA,
+        {"entity_id": written["record_key"], "inputs": inputs, "outcome": outcome, "trace_id": trace}
+    ).select(
+        event_id=pl.lit(None, pl.String),
+        occurred_at=pl.lit(now, pl.Datetime("us", "UTC")),
+        actor=pl.lit(actor, pl.String),
+        action=pl.when(pl.lit(changed)).then(pl.lit("outcome.changed")).otherwise(pl.lit("outcome.written")),
+        entity_type=pl.lit("outcome", pl.String),
+        entity_id=pl.col("entity_id"),
+        inputs=pl.col("inputs"),
+        chain=pl.lit(canonical_json(chain), pl.String),
+        outcome=pl.col("outcome"),
+        trace_id=pl.col("trace_id"),
     )
 
 

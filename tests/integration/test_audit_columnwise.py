@@ -96,9 +96,19 @@ def test_an_event_frame_is_stored_and_hashed_exactly_as_the_row_path(db_url: str
     assert results[0] == results[1]
 
 
-def test_outcome_events_built_column_wise_equal_canonical_json() -> None:
+def test_json_strings_quote_exactly_as_json_with_and_without_escapes() -> None:
+    plain = pl.Series(["a", "", None, "é€😀 \u2028", "x" * 100])
+    for values in (plain, pl.concat([plain, pl.Series(TRICKY)])):
+        got = audit.json_strings({"v": values, "w": values.reverse()})
+        for name, column in (("v", values), ("w", values.reverse())):
+            want = ["null" if v is None else json.dumps(v, ensure_ascii=False) for v in column.to_list()]
+            assert got[name].to_list() == want
+
+
+@pytest.mark.parametrize("values", [TRICKY, ["plain", "", "é€😀", "x-1"]], ids=["escapes", "plain"])
+def test_outcome_events_built_column_wise_equal_canonical_json(values: list[str]) -> None:
     rows = []
-    for i, s in enumerate(TRICKY):
+    for i, s in enumerate(values):
         rows.append(
             {
                 "record_key": f"ledger:{s}{i}",
