@@ -122,7 +122,7 @@ def _parse(token: str) -> tuple[str, str]:
 
 
 def _cached(runtime: Runtime, key_id: str) -> tuple[bool, tuple[str, Principal] | None]:
-    """``(hit, record)`` from the key cache (a hit may be a cached ``None``: not for now)."""
+    """``(hit, record)`` from the key cache (only found keys are cached)."""
     cached = runtime.key_cache.get(key_id)
     if cached is not None and cached[0] > time.monotonic():
         return True, cached[1]  # type: ignore[return-value]
@@ -171,14 +171,18 @@ async def authenticate_async(runtime: Runtime, token: str) -> Principal:
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
+def _missing_key() -> ProblemError:
+    return ProblemError(
+        401,
+        "send the API key as `Authorization: Bearer <key>`",
+        slug="missing-api-key",
+        headers=_UNAUTHORIZED,
+    )
+
+
 def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ProblemError(
-            401,
-            "send the API key as `Authorization: Bearer <key>`",
-            slug="missing-api-key",
-            headers=_UNAUTHORIZED,
-        )
+        raise _missing_key()
     return credentials.credentials
 
 
@@ -296,7 +300,7 @@ def access(scope: str):  # type: ignore[no-untyped-def]
         # what ``bearer`` (HTTPBearer, auto_error off) reads, without building its credentials model
         scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
         if not (scheme and token) or scheme.lower() != "bearer":
-            _token(None)
+            raise _missing_key()
         principal = await authenticate_async(runtime, token)
         return Access(runtime, _authenticated(request, principal), scope)
 
