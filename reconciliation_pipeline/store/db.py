@@ -278,15 +278,19 @@ def _copy_rows(
                 + "\n"
             )
 
+    # streamed: rows are formatted here while the server stores the chunks sent before
+    _copy_from(conn, target or table.name, columns, "", LineReader(lines()))
+
+
+def _copy_from(conn: Connection, target: str, columns: Sequence[str], options: str, reader: Any) -> None:
+    """``COPY target (columns) FROM STDIN <options>`` reading ``reader`` (psycopg2), on the connection's
+    own transaction."""
     cols = ", ".join(f'"{c}"' for c in columns)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
     try:
-        # streamed: rows are formatted here while the server stores the chunks sent before
-        cursor.copy_expert(
-            f'COPY "{target or table.name}" ({cols}) FROM STDIN', LineReader(lines()), size=COPY_CHUNK
-        )
+        cursor.copy_expert(f'COPY "{target}" ({cols}) FROM STDIN{options}', reader, size=COPY_CHUNK)
     finally:
         cursor.close()
 
@@ -338,16 +342,7 @@ class ChunkReader:
 def copy_csv(conn: Connection, target: str, columns: Sequence[str], chunks: Iterable[str | bytes]) -> None:
     """``COPY target (columns) FROM STDIN (FORMAT csv)`` of CSV text made piece by piece (psycopg2),
     on the connection's own transaction; the server stores a piece while the next one is made."""
-    cols = ", ".join(f'"{c}"' for c in columns)
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    cursor = dbapi.cursor()
-    try:
-        cursor.copy_expert(
-            f'COPY "{target}" ({cols}) FROM STDIN WITH (FORMAT csv)', ChunkReader(chunks), size=COPY_CHUNK
-        )
-    finally:
-        cursor.close()
+    _copy_from(conn, target, columns, " WITH (FORMAT csv)", ChunkReader(chunks))
 
 
 def copy_frame(session: Session, table: TableClause, frame: pl.DataFrame) -> None:
