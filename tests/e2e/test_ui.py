@@ -208,7 +208,7 @@ def _browser() -> Any:
         pytest.skip(f"selenium is not installed: {exc}")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=2560,1300"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -226,6 +226,8 @@ def _wait_for_text(driver: Any, texts: set[str], timeout: float = 90) -> str:
         found: str = WebDriverWait(driver, timeout, poll_frequency=1).until(seen)
     except Exception as exc:
         body = driver.find_element("tag name", "body").text
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "dagster-ui-timeout.png"))
         raise AssertionError(f"the page never showed {sorted(texts)}; it showed:\n{body[:3000]}") from exc
     return found
 
