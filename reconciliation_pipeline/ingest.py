@@ -262,9 +262,12 @@ def register_landed(
             with db.session_scope(engine) as session:
                 known = service.find_file(session, sha256=sha)
                 stored = None if known is None else known.stored_path
-            if stored is None or stored == str(path):
+            if stored == str(path):
                 fresh[str(path)] = [stat.st_size, stat.st_mtime_ns, sha]
                 continue  # the registered original
+            # Otherwise a copy of a registered file (recognised and removed below), or a file whose
+            # parse was cached but whose registration never committed (an ingestion stopped between
+            # the two): it is registered now, so its batch is known and a re-sent batch not counted twice.
         outcome = accept_bytes(
             data,
             name=path.name,

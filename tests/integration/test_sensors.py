@@ -120,3 +120,41 @@ def test_registered_files_are_not_read_again_on_later_ticks(
         # A new file next to it is read (and only it would be), and requests its dates.
         drop(recon, "stripe", "stripe_payout.csv", STRIPE_EXAMPLE)
         assert tick(settlement_file_sensor, recon, instance).run_requests
+
+
+def test_a_landed_file_whose_registration_never_committed_is_registered_by_the_next_tick(
+    recon: ReconResource, tmp_path: Path
+) -> None:
+    """An ingestion stopped after the file was landed and its parse cached, before its registration
+    committed (simulated: the same lake, a store that never saw the file). The next tick registers it
+    instead of taking the cache for a registration, so the same batch re-sent under another name is then
+    recognised and not counted twice."""
+    drop(recon, "adyen", "settlement_detail_report_batch_812.csv", ADYEN_EXAMPLE)
+    with dg.instance_for_test() as instance:
+        assert tick(settlement_file_sensor, recon, instance).run_requests
+    (recon.lake.lake / "parsed" / ".landing-index.json").unlink()  # written with the registration
+    fresh_store = ReconResource(data_dir=recon.data_dir, database_url=f"sqlite:///{tmp_path / 'other.db'}")
+    from reconciliation_pipeline.store import db, service
+
+    with db.session_scope(fresh_store.engine) as session:
+        assert service.find_file(session, sha256=_sha(ADYEN_EXAMPLE)) is None
+    with dg.instance_for_test() as instance:
+        result = tick(settlement_file_sensor, fresh_store, instance)
+        assert sorted(r.partition_key for r in result.run_requests or []) == [
+            "2026-03-02",
+            "2026-03-03",
+            "2026-03-04",
+        ]
+        with db.session_scope(fresh_store.engine) as session:
+            known = service.find_file(session, sha256=_sha(ADYEN_EXAMPLE))
+            assert known is not None and known.status == "accepted"
+        # the same batch under another name and other bytes (a trailing blank line): not counted twice
+        resent = drop(recon, "adyen", "resent_batch_812.csv", ADYEN_EXAMPLE + "\n")
+        assert not tick(settlement_file_sensor, fresh_store, instance).run_requests
+        assert not resent.exists()
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
