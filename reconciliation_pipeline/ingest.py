@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from .formats import registry
 from .formats.errors import FormatError, Problem
@@ -69,6 +71,11 @@ def _landing_target(lake: Lake, psp: str, name: str, sha: str, frame: pl.DataFra
     return target
 
 
+def _scope(engine: Engine, session: Session | None) -> AbstractContextManager[Session]:
+    """The caller's session (committed by the caller), or a transaction of its own."""
+    return nullcontext(session) if session is not None else db.session_scope(engine)
+
+
 def accept_bytes(
     data: bytes,
     *,
@@ -79,20 +86,26 @@ def accept_bytes(
     actor: str,
     chain: dict[str, object],
     landed_at: Path | None = None,
+    session: Session | None = None,
 ) -> IngestOutcome:
     """Parse ``data`` as ``psp``'s format and accept, recognise or quarantine it as a whole.
 
     ``landed_at`` is set when the file already lies in the landing folder (dropped there directly);
     a refused or duplicate file is then moved out of landing.
+
+    The registration (and its ``file.*`` audit event) is committed here, or, when ``session`` is given,
+    written in that session and committed with the caller's own change (the partner API's upload: with
+    its idempotency record). Should that transaction roll back, the landed file and its cached parse stay
+    behind unregistered, and the next sensor tick or run registers them (:func:`register_landed`).
     """
     if psp not in PSPS:
         raise ValueError(f"unknown PSP {psp!r}; expected one of {', '.join(PSPS)}")
     sha = sha256_bytes(data)
-    with db.session_scope(engine) as session:
-        known = service.find_file(session, sha256=sha)
+    with _scope(engine, session) as s:
+        known = service.find_file(s, sha256=sha)
         if known is not None:
             service.record_duplicate_file(
-                session,
+                s,
                 sha256=sha,
                 psp=psp,
                 original_name=name,
@@ -116,9 +129,9 @@ def accept_bytes(
         frame = registry.parse_as(psp, data, name)
     except FormatError as exc:
         target = _quarantine(lake, psp=psp, name=name, sha=sha, data=data, problem=exc.problem)
-        with db.session_scope(engine) as session:
+        with _scope(engine, session) as s:
             service.register_file(
-                session,
+                s,
                 sha256=sha,
                 psp=psp,
                 original_name=name,
@@ -139,9 +152,9 @@ def accept_bytes(
     atomic_write_parquet(cache, frame)
     if landed_at is None:
         atomic_write_bytes(target, data)
-    with db.session_scope(engine) as session:
+    with _scope(engine, session) as s:
         record, created = service.register_file(
-            session,
+            s,
             sha256=sha,
             psp=psp,
             original_name=name,

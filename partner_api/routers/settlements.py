@@ -6,10 +6,9 @@ accepted into ``landing/settlements/<psp>/`` (where ``settlement_file_sensor`` t
 business dates it touches), recognised as a duplicate, or quarantined with the file, row and field
 that are wrong (answered ``422``).
 
-``accept_bytes`` commits the file's registration (and its ``file.*`` audit event) itself; it is
-content-addressed (a file or PSP batch is registered once), so a retried upload can never count a
-file twice. The idempotency record, with the ``settlement_file.uploaded`` audit event, is written in the
-transaction right after it.
+The file's registration (and its ``file.*`` audit event), the ``settlement_file.uploaded`` audit event
+and the idempotency record are written in one transaction. Registration is content-addressed too (a file
+or PSP batch is registered once), so even a retry under a new key can never count a file twice.
 """
 
 from __future__ import annotations
@@ -160,6 +159,7 @@ def _ingest(
         engine=runtime.engine(env),
         actor=principal.actor,
         chain={"code_version": runtime.settings.code_version, "asset": "partner_api.upload"},
+        session=session,  # registered with the idempotency record, in one transaction
     )
     append_event(
         session,

@@ -456,6 +456,36 @@ def test_upload_goes_through_the_ingestion(api: Api) -> None:
     _is_problem(wrong, 403)
 
 
+def test_an_upload_is_registered_with_its_idempotency_record_or_not_at_all(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's registration and the idempotency record are one transaction: when storing the record
+    fails, the registration is rolled back with it, and the retry with the same key registers the file
+    once and answers as a first request."""
+    key = api.partner(psp="adyen", scopes="read,upload")
+    files = {"file": ("settlement_detail_report_batch_812.csv", ADYEN_EXAMPLE.encode(), "text/csv")}
+    real = idempotency.complete
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the store went away while the idempotency record was written")
+
+    monkeypatch.setattr(idempotency, "complete", failing)
+    with pytest.raises(RuntimeError, match="went away"):
+        api.post("/v1/settlement-files", key, idem="up-tx", files=files)
+    with db.session_scope(api.engines["live"]) as session:
+        assert session.scalar(select(func.count()).select_from(IngestedFile)) == 0
+        actions = session.scalars(select(AuditEvent.action)).all()
+        assert "file.accepted" not in actions and "settlement_file.uploaded" not in actions
+    monkeypatch.setattr(idempotency, "complete", real)
+    retry = api.post("/v1/settlement-files", key, idem="up-tx", files=files)
+    assert retry.status_code == 201 and retry.json()["status"] == "accepted", retry.text
+    assert "idempotent-replayed" not in retry.headers
+    with db.session_scope(api.engines["live"]) as session:
+        assert session.scalar(select(func.count()).select_from(IngestedFile)) == 1
+        actions = session.scalars(select(AuditEvent.action)).all()
+        assert actions.count("file.accepted") == 1 and actions.count("settlement_file.uploaded") == 1
+
+
 def test_operator_lists_and_resolves_exceptions(api: Api) -> None:
     import datetime as dt
 
