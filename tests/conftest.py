@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 
 PG_ADMIN_URL = os.environ.get(
     "RECON_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -73,3 +73,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store' / 'recon.db'}"
     return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated outcome store on each of :func:`db_url`'s databases."""
+    from reconciliation_pipeline.store.db import make_engine, migrate
+
+    eng = make_engine(db_url)
+    migrate(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()

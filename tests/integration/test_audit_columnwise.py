@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
 
 import polars as pl
 import pytest
@@ -36,16 +35,6 @@ from tests.integration.audit_helpers import as_superuser
 
 UTC = dt.UTC
 TRICKY = ["plain", 'déjà "q" \\ \n\t€\u2028😀', "", "\x01\x1f\x7f", 'a","actor":"b', "\\u0041"]
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    migrate(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
 
 
 def _events(n: int = 40) -> list[AuditEventIn]:
