@@ -204,7 +204,7 @@ def lock_chain(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
 
 
-def _lock_and_head(session: Session) -> tuple[int, str]:
+def lock_and_head(session: Session) -> tuple[int, str]:
     """Take the chain lock and return ``(last seq, last hash)`` (``(0, zeros)`` when empty)."""
     lock_chain(session)
     row = session.execute(
@@ -432,7 +432,7 @@ def append_event_rows(session: Session, events: Sequence[AuditEventIn]) -> Appen
     """
     if not events:
         return AppendResult(0, None, None, None)
-    last_seq, prev = _lock_and_head(session)
+    last_seq, prev = lock_and_head(session)
     chainer = _Chainer(events, last_seq + 1, prev)
     conn = session.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
@@ -563,6 +563,24 @@ class EventPiece:
     csv: bytes | None
 
 
+def _body_up_to_prev_hash(js: Mapping[str, pl.Series], stored: pl.DataFrame) -> list[pl.Expr]:
+    """The pieces of ``canonical_json(body)`` up to the value of ``prev_hash`` (keys sorted), per row:
+    ``js`` holds the string fields as JSON text (:func:`json_strings`), ``stored`` the JSON columns as
+    their canonical text. Shared by hashing (:func:`hash_event_frame`) and verification."""
+    return [
+        pl.lit('{"action":'), pl.lit(js["action"]),
+        pl.lit(',"actor":'), pl.lit(js["actor"]),
+        pl.lit(',"chain":'), pl.lit(stored["chain"].fill_null("null")),
+        pl.lit(',"entity_id":'), pl.lit(js["entity_id"]),
+        pl.lit(',"entity_type":'), pl.lit(js["entity_type"]),
+        pl.lit(',"event_id":'), pl.lit(js["event_id"]),
+        pl.lit(',"inputs":'), pl.lit(stored["inputs"].fill_null("null")),
+        pl.lit(',"occurred_at":'), pl.lit(js["occurred_at"]),
+        pl.lit(',"outcome":'), pl.lit(stored["outcome"].fill_null("null")),
+        pl.lit(',"prev_hash":'),
+    ]  # fmt: skip
+
+
 def hash_event_frame(
     frame: pl.DataFrame, first_seq: int, head: list[str], *, csv: bool
 ) -> Iterator[EventPiece]:
@@ -591,22 +609,9 @@ def hash_event_frame(
                 "trace_id": part["trace_id"],
             }
         )
-        # canonical_json(body), keys sorted, cut at prev_hash's value (a hex digest: no escapes):
+        # canonical_json(body), cut at prev_hash's value (a hex digest: no escapes):
         # hash input = prev + before + prev + after
-        before = pl.select(
-            pl.concat_str(
-                pl.lit('{"action":'), pl.lit(js["action"]),
-                pl.lit(',"actor":'), pl.lit(js["actor"]),
-                pl.lit(',"chain":'), pl.lit(part["chain"].fill_null("null")),
-                pl.lit(',"entity_id":'), pl.lit(js["entity_id"]),
-                pl.lit(',"entity_type":'), pl.lit(js["entity_type"]),
-                pl.lit(',"event_id":'), pl.lit(js["event_id"]),
-                pl.lit(',"inputs":'), pl.lit(part["inputs"].fill_null("null")),
-                pl.lit(',"occurred_at":'), pl.lit(js["occurred_at"]),
-                pl.lit(',"outcome":'), pl.lit(part["outcome"].fill_null("null")),
-                pl.lit(',"prev_hash":"'),
-            )
-        ).to_series()  # fmt: skip
+        before = pl.select(pl.concat_str([*_body_up_to_prev_hash(js, part), pl.lit('"')])).to_series()
         after = pl.select(pl.concat_str(pl.lit('","trace_id":'), pl.lit(js["trace_id"]), pl.lit("}")))
         first_prev = prev = head[0]
         hashes: list[str] = []
@@ -655,11 +660,6 @@ def uses_copy(session: Session) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
 
-def lock_and_head(session: Session) -> tuple[int, str]:
-    """Take the chain's lock and return ``(last seq, last hash)`` (``(0, 64 zeros)`` when empty)."""
-    return _lock_and_head(session)
-
-
 def store_event_pieces(session: Session, pieces: Iterable[EventPiece], last_seq: int) -> None:
     """Store hashed pieces (:func:`hash_event_frame`) under the chain's lock; ``last_seq`` is the
     ``seq`` of the last event stored by them. ``COPY`` streams each piece as soon as it is made."""
@@ -668,9 +668,7 @@ def store_event_pieces(session: Session, pieces: Iterable[EventPiece], last_seq:
     else:
         for piece in pieces:
             rows = piece.rows.with_columns(
-                pl.col("occurred_at").str.to_datetime(
-                    "%Y-%m-%dT%H:%M:%S%.6fZ", time_unit="us", time_zone="UTC"
-                )
+                pl.col("occurred_at").str.to_datetime(_ISO_FORMAT, time_unit="us", time_zone="UTC")
             )
             bulk_insert(session, _RAW, rows.to_dicts())
     _advance_sequence(session, last_seq)
@@ -683,7 +681,7 @@ def append_event_frame(session: Session, frame: pl.DataFrame) -> AppendResult:
     """
     if frame.height == 0:
         return AppendResult(0, None, None, None)
-    last_seq, prev = _lock_and_head(session)
+    last_seq, prev = lock_and_head(session)
     head = [prev]
     last = last_seq + frame.height
     store_event_pieces(session, hash_event_frame(frame, last_seq + 1, head, csv=uses_copy(session)), last)
@@ -854,71 +852,44 @@ def _fetch_events(dbapi: Any, after: int, limit: int) -> pl.DataFrame:
     return pl.read_csv(buf.getvalue(), has_header=False, schema=_COPY_OUT_SCHEMA, quote_char='"')
 
 
-#: String columns of the body (written as JSON strings).
-_STRING_FIELDS = (
-    "action",
-    "actor",
-    "entity_id",
-    "entity_type",
-    "event_id",
-    "occurred_at",
-    "prev_hash",
-    "trace_id",
-)
-
-
-def _quoted(name: str) -> pl.Expr:
-    """A string column as a JSON string literal, assuming it needs no escapes (``null`` for NULL)."""
-    return pl.concat_str(pl.lit('"'), pl.col(name), pl.lit('"')).fill_null(pl.lit("null"))
-
-
 def _recomputed_hashes(rows: pl.DataFrame) -> list[str]:
     """``sha256(prev_hash + canonical_json(body))`` of every row, the body assembled column-wise from
-    the stored columns (JSON columns as their stored text); one ``hashlib`` call per row. Rows with a
-    string that JSON escapes are assembled by :func:`_body_text` instead."""
+    the stored columns (JSON columns as their stored text) by the builder the append path uses; one
+    ``hashlib`` call per row."""
     t = pl.col("occurred_at")  # "YYYY-MM-DD HH:MM:SS[.f]" in UTC
-    frame = rows.with_columns(
-        occurred_at=pl.concat_str(
+    occurred = rows.select(
+        pl.concat_str(
             t.str.slice(0, 10), pl.lit("T"), t.str.slice(11, 8), pl.lit("."),
             t.str.slice(20).str.pad_end(6, "0"), pl.lit("Z"),
         )
-    )  # fmt: skip
-    q = _quoted
-    texts = frame.select(
-        text=pl.concat_str(
-            pl.col("prev_hash"),
-            pl.lit('{"action":'), q("action"),
-            pl.lit(',"actor":'), q("actor"),
-            pl.lit(',"chain":'), pl.col("chain").fill_null(pl.lit("null")),
-            pl.lit(',"entity_id":'), q("entity_id"),
-            pl.lit(',"entity_type":'), q("entity_type"),
-            pl.lit(',"event_id":'), q("event_id"),
-            pl.lit(',"inputs":'), pl.col("inputs").fill_null(pl.lit("null")),
-            pl.lit(',"occurred_at":'), q("occurred_at"),
-            pl.lit(',"outcome":'), pl.col("outcome").fill_null(pl.lit("null")),
-            pl.lit(',"prev_hash":'), q("prev_hash"),
-            pl.lit(',"trace_id":'), q("trace_id"),
-            pl.lit("}"),
-        ),
-        special=pl.any_horizontal(pl.col(n).str.contains(_JSON_ESCAPED) for n in _STRING_FIELDS),
-    )  # fmt: skip
+    ).to_series()  # fmt: skip
+    js = json_strings(
+        {
+            "action": rows["action"],
+            "actor": rows["actor"],
+            "entity_id": rows["entity_id"],
+            "entity_type": rows["entity_type"],
+            "event_id": rows["event_id"],
+            "occurred_at": occurred,
+            "prev_hash": rows["prev_hash"],
+            "trace_id": rows["trace_id"],
+        }
+    )
+    texts = pl.select(
+        pl.concat_str(
+            [
+                pl.lit(rows["prev_hash"]),
+                *_body_up_to_prev_hash(js, rows),
+                pl.lit(js["prev_hash"]),
+                pl.lit(',"trace_id":'),
+                pl.lit(js["trace_id"]),
+                pl.lit("}"),
+            ]
+        )
+    ).to_series()
     sha = hashlib.sha256
-    # a NULL where the schema forbids one leaves the text NULL: it hashes to nothing stored
-    out = ["" if x is None else sha(x).hexdigest() for x in texts["text"].cast(pl.Binary).to_list()]
-    for i in texts["special"].fill_null(False).arg_true().to_list():
-        r = frame.row(i, named=True)
-        if None in (r["prev_hash"], r["event_id"], r["occurred_at"], r["actor"], r["action"]):
-            continue
-        if None in (r["entity_type"], r["entity_id"]):
-            continue
-        out[i] = _sha(
-            r["prev_hash"],
-            _body_text(
-                r["event_id"], r["occurred_at"], r["actor"], r["action"], r["entity_type"], r["entity_id"],
-                r["inputs"], r["chain"], r["outcome"], r["trace_id"], r["prev_hash"],
-            ),
-        )  # fmt: skip
-    return out
+    # a NULL prev_hash leaves the text NULL: it hashes to nothing stored (the row is judged again)
+    return ["" if x is None else sha(x).hexdigest() for x in texts.cast(pl.Binary).to_list()]
 
 
 def _verify_python_columnwise(conn: Connection) -> VerifyResult:
