@@ -257,13 +257,7 @@ def minor_col(field: str) -> str:
     return f"__minor__{field}"
 
 
-def amounts_to_minor(
-    frame: pl.DataFrame,
-    source_file: str,
-    specs: Sequence[tuple[str, str]],
-    *,
-    upper: bool = False,
-) -> pl.DataFrame:
+def amounts_to_minor(frame: pl.DataFrame, source_file: str, specs: Sequence[tuple[str, str]]) -> pl.DataFrame:
     """Add ``minor_col(field)`` for every ``(amount field, currency field)`` in ``specs``.
 
     Every non-empty amount must be a plain decimal, exact in its currency's minor units, with a known
