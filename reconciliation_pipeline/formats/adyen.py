@@ -16,6 +16,7 @@ from reconciliation_pipeline.formats.common import (
     ROW,
     amounts_plan,
     basename,
+    constant_values,
     finish,
     first_line,
     first_row,
@@ -148,8 +149,16 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
                 hint="Re-export the complete report from the Adyen Customer Area.",
             )
 
+    # The usual report is one merchant account's batch in one time zone and net currency: values that
+    # are the same on every row are computed once (the per-row expressions below give the same result).
+    same = constant_values(frame, (C_MERCHANT, C_BATCH, C_TZ, C_GROSS_CCY, C_NET_CCY))
+
     # Time zone abbreviations and creation timestamps.
-    unknown_tz = first_row(frame, ~pl.col(C_TZ).is_in(list(TZ_OFFSET_MINUTES)))
+    unknown_tz = (
+        None
+        if same.get(C_TZ) in TZ_OFFSET_MINUTES
+        else first_row(frame, ~pl.col(C_TZ).is_in(list(TZ_OFFSET_MINUTES)))
+    )
     if unknown_tz is not None:
         raise FormatError.at(
             name,
@@ -193,12 +202,22 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
     payment_level = pl.col(C_PSP_REF).is_not_null()
     line_kind = typ.replace_strict(LINE_KIND, default="other", return_dtype=pl.String)
     mod_ref = pl.col(C_MOD_REF)
-    payout_ref = (
-        pl.when(mod_ref.str.contains(" batch", literal=True))
-        .then(mod_ref.str.split(" batch").list.first().str.strip_chars())
-        .otherwise(mod_ref)
+    tz_minutes = (
+        pl.lit(TZ_OFFSET_MINUTES[str(same[C_TZ])], pl.Int64)
+        if C_TZ in same
+        else pl.col(C_TZ).replace_strict(TZ_OFFSET_MINUTES, return_dtype=pl.Int64)
     )
-    tz_minutes = pl.col(C_TZ).replace_strict(TZ_OFFSET_MINUTES, return_dtype=pl.Int64)
+    batch_id = (
+        pl.lit(f"{same[C_MERCHANT]}:{same[C_BATCH]}", pl.String)
+        if C_MERCHANT in same and C_BATCH in same
+        else pl.concat_str([pl.col(C_MERCHANT), pl.lit(":"), pl.col(C_BATCH)])
+    )
+
+    def upper(column: str) -> pl.Expr:
+        value = same.get(column, "")
+        if value is None:
+            return pl.lit(None, pl.String)
+        return pl.lit(value.upper(), pl.String) if column in same else pl.col(column).str.to_uppercase()
 
     # One lazy plan from here to the output columns (parsed in parallel, nothing in between kept).
     out = (
@@ -208,12 +227,12 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             pl.lit(name).alias("source_file"),
             pl.col(ROW).alias("source_row"),
             pl.lit(file_sha256).alias("file_sha256"),
-            pl.concat_str([pl.col(C_MERCHANT), pl.lit(":"), pl.col(C_BATCH)]).alias("batch_id"),
+            batch_id.alias("batch_id"),
             pl.col(C_MERCHANT).alias("account_id"),
             typ.alias("record_type"),
             line_kind.alias("line_kind"),
             line_kind.is_in(list(frames.PLAYER_LINE_KINDS)).alias("moves_player_money"),
-            pl.when(typ.is_in(list(_OWN_PSP_REF_TYPES)))
+            pl.when(pl.any_horizontal([typ == t for t in _OWN_PSP_REF_TYPES]))
             .then(pl.col(C_PSP_REF))
             .when(payment_level)
             .then(mod_ref)
@@ -221,8 +240,9 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             .alias("movement_reference"),
             pl.col(C_PSP_REF).alias("payment_reference"),
             pl.coalesce(pl.col(C_MOD_MERCHANT_REF), pl.col(C_MERCHANT_REF)).alias("merchant_reference"),
+            # The reference text of the payout rows (a handful), cut to the transfer reference below.
             pl.when(typ == "MerchantPayout")
-            .then(payout_ref)
+            .then(mod_ref)
             .otherwise(pl.lit(None, pl.String))
             .alias("payout_reference"),
             # Batch-level rows carry free text in Modification Reference (fee period, invoice number, payout
@@ -233,14 +253,10 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             .alias("booked_at"),
             pl.col("__local").dt.date().alias("booking_date"),
             pl.when(has_gross).then(gross).otherwise(net).alias("amount_minor"),
-            pl.when(has_gross)
-            .then(pl.col(C_GROSS_CCY))
-            .otherwise(pl.col(C_NET_CCY))
-            .str.to_uppercase()
-            .alias("currency"),
+            pl.when(has_gross).then(upper(C_GROSS_CCY)).otherwise(upper(C_NET_CCY)).alias("currency"),
             fee.alias("fee_minor"),
             net.alias("net_amount_minor"),
-            pl.col(C_NET_CCY).str.to_uppercase().alias("net_currency"),
+            upper(C_NET_CCY).alias("net_currency"),
             pl.col(C_RATE).alias("exchange_rate"),
             pl.col(C_NET_DEBIT).alias("__net_debit"),
             pl.col(C_NET_CREDIT).alias("__net_credit"),
@@ -262,8 +278,24 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             value=bad_date["__created"],
             hint="Re-export the report; Creation Date must be the Adyen timestamp text.",
         )
+    out = _payout_references(out)
     _check_payout_totals(out, name)
     return finish(out, source_file)
+
+
+def _payout_references(out: pl.DataFrame) -> pl.DataFrame:
+    """A MerchantPayout row's Modification Reference is ``<transfer reference> batch <n>``: keep the
+    transfer reference, which the bank credit carries. Only the payout rows are touched."""
+    rows = out.select(pl.col("payout_reference").is_not_null().arg_true()).to_series()
+    if rows.len() == 0:
+        return out
+    text = out.get_column("payout_reference").gather(rows)
+    cut = text.to_frame().select(
+        pl.when(pl.col("payout_reference").str.contains(" batch", literal=True))
+        .then(pl.col("payout_reference").str.split(" batch").list.first().str.strip_chars())
+        .otherwise(pl.col("payout_reference"))
+    )
+    return out.with_columns(out.get_column("payout_reference").scatter(rows, cut.to_series()))
 
 
 def _check_payout_totals(out: pl.DataFrame, name: str) -> None:

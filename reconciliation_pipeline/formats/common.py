@@ -55,7 +55,7 @@ def read_csv_strings(
 ) -> pl.DataFrame:
     """Read a single-header CSV with every column as text, plus a 1-based data-row column :data:`ROW`.
 
-    In the ``required`` and ``used`` columns, empty and quoted-empty (``""``) values become null.
+    Every empty and quoted-empty (``""``) value reads as null.
     With ``only_listed``, only the ``required`` and ``used`` columns are materialised (the others are
     still tokenised, so a ragged row is still refused), which saves most of the read on wide reports.
     Raises :class:`FormatError` for an empty file, bytes that are not UTF-8, unreadable CSV, a missing
@@ -79,7 +79,8 @@ def read_csv_strings(
             wanted = dict.fromkeys([*required, *used])
             columns = [by_name[c] for c in wanted if c in by_name] or None
     try:
-        frame = pl.read_csv(data, infer_schema=False, columns=columns)
+        # null_values: an empty field and a quoted empty ("") both read as null, in the reader itself.
+        frame = pl.read_csv(data, infer_schema=False, columns=columns, null_values=[""])
     except pl.exceptions.PolarsError as exc:
         raise _csv_read_error(data, name, what, exc) from exc
     frame = frame.rename({c: c.strip() for c in frame.columns if c != c.strip()})
@@ -100,15 +101,20 @@ def read_csv_strings(
             f"no data rows: the file ({what}) has a header line only",
             hint="An empty report is not a settlement file; ingest the report that has rows.",
         )
-    cols = list(dict.fromkeys([*required, *used]))
-    cols = [c for c in cols if c in frame.columns]
-    # Polars reads an empty field as null already; only a quoted "" stays an empty string. Rewriting a
-    # column costs a copy, so only the columns that have one are rewritten.
-    has_empty = frame.select([(pl.col(c) == "").any().alias(c) for c in cols]).row(0, named=True)
-    return frame.with_columns(
-        [pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in cols if has_empty[c]]
-        + [pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW)]
+    return frame.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW))
+
+
+def constant_values(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, str | None]:
+    """The columns of ``columns`` that hold one value on every row (null included), with that value.
+
+    One cheap pass (no hashing). Parsers use it for the usual shape of a report (one merchant account,
+    one batch, one time zone, one currency) to compute a per-row value once instead of per row."""
+    if frame.height == 0:
+        return {}
+    flags = frame.select([pl.col(c).eq_missing(pl.col(c).first()).all().alias(c) for c in columns]).row(
+        0, named=True
     )
+    return {c: frame.get_column(c)[0] for c in columns if flags[c]}
 
 
 def _refuse_truncated_last_line(data: bytes, name: str, what: str) -> None:

@@ -205,6 +205,31 @@ def test_adyen_large_file_is_vectorised_and_exact() -> None:
     assert frame["source_row"].to_list() == list(range(1, n + 1))
 
 
+def test_adyen_rows_that_vary_give_what_each_row_gives_alone() -> None:
+    """Merchant account, batch, time zone and currency are computed once when every row has the same
+    value; a file where they vary row by row must give, row for row, what each row gives on its own."""
+    mixed = [
+        adyen_row(Merchant_Account=m, Batch_Number=b, TimeZone=tz, Gross_Currency=c, Net_Currency=c,
+                  Type=t, Psp_Reference=f"P{i}", **{"Gross Credit (GC)": "1.50", "Net Credit (NC)": "1.40"})
+        for i, (m, b, tz, c, t) in enumerate(
+            [
+                ("CasinoEUR", "7", "CET", "eur", "Settled"),
+                ("CasinoGBP", "7", "BST", "GBP", "PaidOut"),
+                ("CasinoEUR", "8", "PST", "Eur", "Refunded"),
+                ("CasinoEUR", "7", "CET", "EUR", "Fee"),
+            ]
+        )
+    ]  # fmt: skip
+    columns = ["batch_id", "account_id", "booked_at", "booking_date", "currency", "net_currency",
+               "amount_minor", "line_kind", "movement_reference", "moves_player_money"]  # fmt: skip
+    together = adyen.parse(adyen_csv(mixed).encode(), "mixed.csv").select(columns)
+    alone = pl.concat([adyen.parse(adyen_csv([r]).encode(), f"r{i}.csv") for i, r in enumerate(mixed)])
+    assert together.equals(alone.select(columns))
+    assert together["batch_id"].to_list() == ["CasinoEUR:7", "CasinoGBP:7", "CasinoEUR:8", "CasinoEUR:7"]
+    assert together["currency"].to_list() == ["EUR", "GBP", "EUR", "EUR"]
+    assert [t.hour for t in together["booked_at"]] == [9, 9, 18, 9]  # 10:15 CET, BST, PST
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
