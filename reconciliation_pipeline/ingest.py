@@ -126,7 +126,7 @@ def accept_bytes(
             f"{known.original_name} ({known.status}); not counted again",
         )
     try:
-        frame = registry.parse_as(psp, data, name)
+        frame = registry.parse_as(psp, data, name, file_sha256=sha)
     except FormatError as exc:
         target = _quarantine(lake, psp=psp, name=name, sha=sha, data=data, problem=exc.problem)
         with _scope(engine, session) as s:

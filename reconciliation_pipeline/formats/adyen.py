@@ -119,14 +119,22 @@ def looks_like(data: bytes) -> bool:
     return all(name in header for name in (C_PSP_REF, C_GROSS_DEBIT, C_BATCH))
 
 
-def parse(data: bytes, source_file: str) -> pl.DataFrame:
+def parse(data: bytes, source_file: str, *, file_sha256: str | None = None) -> pl.DataFrame:
+    """``file_sha256``: the checksum of ``data`` when the caller has computed it already (ingestion
+    has: it recognises a known file by it); otherwise it is computed here, beside the read."""
     name = basename(source_file)
+
+    def read() -> pl.DataFrame:
+        return read_csv_strings(
+            data, source_file, what="Adyen settlement details report", required=REQUIRED, only_listed=True
+        )
+
+    if file_sha256 is not None:
+        return _parse_frame(read(), name, source_file, file_sha256)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # hashlib releases the GIL: the checksum is computed while Polars reads the file.
         checksum = pool.submit(sha256_hex, data)
-        frame = read_csv_strings(
-            data, source_file, what="Adyen settlement details report", required=REQUIRED, only_listed=True
-        )
+        frame = read()
         return _parse_frame(frame, name, source_file, checksum.result())
 
 

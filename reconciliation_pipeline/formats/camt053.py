@@ -81,8 +81,9 @@ def _text(el: ET.Element | None, *path: str) -> str | None:
 
 
 class _Parser:
-    def __init__(self, data: bytes, source_file: str) -> None:
+    def __init__(self, data: bytes, source_file: str, file_sha256: str | None = None) -> None:
         self.data = data
+        self.file_sha256 = file_sha256 or sha256_hex(data)
         self.name = basename(source_file)
         self.rows: dict[str, list[object]] = {k: [] for k in frames.SETTLEMENT_LINE_SCHEMA}
         self.index = 0
@@ -317,12 +318,13 @@ class _Parser:
 
     def frame(self) -> pl.DataFrame:
         schema = frames.SETTLEMENT_LINE_SCHEMA
-        self.rows["file_sha256"] = [sha256_hex(self.data)] * self.index
+        self.rows["file_sha256"] = [self.file_sha256] * self.index
         frame = pl.DataFrame(
             {k: pl.Series(k, v, dtype=schema[k]) for k, v in self.rows.items() if len(v) == self.index}
         )
         return finish(frame, self.name)
 
 
-def parse(data: bytes, source_file: str) -> pl.DataFrame:
-    return _Parser(data, source_file).run()
+def parse(data: bytes, source_file: str, *, file_sha256: str | None = None) -> pl.DataFrame:
+    """``file_sha256``: the checksum of ``data`` when the caller has computed it already."""
+    return _Parser(data, source_file, file_sha256).run()

@@ -144,8 +144,9 @@ class _Chunk:
 
 
 class _Parser:
-    def __init__(self, data: bytes, source_file: str) -> None:
+    def __init__(self, data: bytes, source_file: str, file_sha256: str | None = None) -> None:
         self.data = data
+        self.file_sha256 = file_sha256 or sha256_hex(data)
         self.name = basename(source_file)
         self.rh_account: str | None = None
         self.has_rh = False
@@ -489,7 +490,7 @@ class _Parser:
             pl.lit(PSP).alias("psp"),
             pl.lit(self.name).alias("source_file"),
             pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_row"),
-            pl.lit(sha256_hex(self.data)).alias("file_sha256"),
+            pl.lit(self.file_sha256).alias("file_sha256"),
             pl.col("__section").replace_strict(batches, return_dtype=pl.String).alias("batch_id"),
             pl.col("__section").replace_strict(accounts, return_dtype=pl.String).alias("account_id"),
             code.alias("record_type"),
@@ -685,5 +686,6 @@ def _batch(section: _Section, name: str) -> str | None:
     return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
-def parse(data: bytes, source_file: str) -> pl.DataFrame:
-    return _Parser(data, source_file).run()
+def parse(data: bytes, source_file: str, *, file_sha256: str | None = None) -> pl.DataFrame:
+    """``file_sha256``: the checksum of ``data`` when the caller has computed it already."""
+    return _Parser(data, source_file, file_sha256).run()

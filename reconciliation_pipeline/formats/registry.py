@@ -35,8 +35,10 @@ def detect(data: bytes) -> str | None:
     return None
 
 
-def parse_as(psp: str, data: bytes, source_file: str) -> pl.DataFrame:
-    """Parse ``data`` as the format of ``psp``, refusing content that is another (or no known) format."""
+def parse_as(psp: str, data: bytes, source_file: str, *, file_sha256: str | None = None) -> pl.DataFrame:
+    """Parse ``data`` as the format of ``psp``, refusing content that is another (or no known) format.
+
+    ``file_sha256``: the checksum of ``data`` when the caller has it (otherwise the parser computes it)."""
     name = adyen.basename(source_file)
     if psp not in PARSERS:
         raise FormatError.at(
@@ -62,7 +64,7 @@ def parse_as(psp: str, data: bytes, source_file: str) -> pl.DataFrame:
         raise FormatError.at(
             name, f"the file is not {_DESCRIPTION[psp]}: found {what}", field=None, hint=hint
         )
-    frame: pl.DataFrame = PARSERS[psp].parse(data, source_file)
+    frame: pl.DataFrame = PARSERS[psp].parse(data, source_file, file_sha256=file_sha256)
     return frame
 
 

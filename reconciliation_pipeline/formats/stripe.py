@@ -68,7 +68,8 @@ def looks_like(data: bytes) -> bool:
     return all(name in names for name in SNIFF)
 
 
-def parse(data: bytes, source_file: str) -> pl.DataFrame:
+def parse(data: bytes, source_file: str, *, file_sha256: str | None = None) -> pl.DataFrame:
+    """``file_sha256``: the checksum of ``data`` when the caller has computed it already."""
     name = basename(source_file)
     frame = read_csv_strings(
         data,
@@ -146,7 +147,7 @@ def parse(data: bytes, source_file: str) -> pl.DataFrame:
         pl.lit(PSP).alias("psp"),
         pl.lit(name).alias("source_file"),
         pl.col(ROW).alias("source_row"),
-        pl.lit(sha256_hex(data)).alias("file_sha256"),
+        pl.lit(file_sha256 or sha256_hex(data)).alias("file_sha256"),
         pl.col(C_PAYOUT).alias("batch_id"),
         pl.col(C_CONNECTED).alias("account_id"),
         category.alias("record_type"),

@@ -1421,3 +1421,22 @@ def test_settlement_line_contract_refuses_a_repeated_file_row_and_allows_it_acro
     ):
         with pytest.raises(pandera.errors.SchemaError, match="must be unique"):
             frames.SettlementLineModel.validate(frame)
+
+
+@pytest.mark.parametrize(
+    ("psp", "text"),
+    [
+        ("adyen", ADYEN_EXAMPLE),
+        ("stripe", STRIPE_EXAMPLE),
+        ("paypal", PAYPAL_EXAMPLE),
+        ("bank", CAMT_V08_EXAMPLE),
+    ],
+)
+def test_a_checksum_the_caller_computed_is_the_one_every_row_carries(psp: str, text: str) -> None:
+    """Ingestion hashes a file once (it recognises known files by the hash) and hands the checksum to the
+    parser; the parser's own checksum gives the same frame."""
+    data = text.encode()
+    own = registry.parse_as(psp, data, "f")
+    given = registry.parse_as(psp, data, "f", file_sha256=sha(text))
+    assert own.equals(given)
+    assert set(own["file_sha256"]) == {sha(text)}
