@@ -170,7 +170,12 @@ def first_row(frame: pl.DataFrame, mask: pl.Expr) -> dict[str, Any] | None:
 def currency_exponents(frame: pl.DataFrame, column: str, source_file: str) -> dict[str, int]:
     """Map each distinct (non-null) value of ``column`` to its ISO 4217 exponent; unknown → FormatError."""
     mapping: dict[str, int] = {}
-    for value in frame.get_column(column).drop_nulls().unique().sort().to_list():
+    series = frame.get_column(column)
+    same = constant_values(frame, [column])  # the usual column: one currency (no hashing needed)
+    values: list[str] = (
+        [v for v in same.values() if v is not None] if same else series.drop_nulls().unique().sort().to_list()
+    )
+    for value in values:
         code = value.upper()
         if not re.fullmatch(r"[A-Z]{3}", code) or not known_currency(code):
             hit = first_row(frame, pl.col(column) == value)
