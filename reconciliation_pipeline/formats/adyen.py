@@ -227,6 +227,13 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             return pl.lit(None, pl.String)
         return pl.lit(value.upper(), pl.String) if column in same else pl.col(column).str.to_uppercase()
 
+    one_ccy = C_GROSS_CCY in same and C_NET_CCY in same and same[C_GROSS_CCY] == same[C_NET_CCY]
+    currency = (
+        upper(C_NET_CCY)
+        if one_ccy
+        else pl.when(has_gross).then(upper(C_GROSS_CCY)).otherwise(upper(C_NET_CCY))
+    )
+
     # One lazy plan from here to the output columns (parsed in parallel, nothing in between kept).
     out = (
         plan.with_columns(local.alias("__local"))
@@ -261,7 +268,7 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             .alias("booked_at"),
             pl.col("__local").dt.date().alias("booking_date"),
             pl.when(has_gross).then(gross).otherwise(net).alias("amount_minor"),
-            pl.when(has_gross).then(upper(C_GROSS_CCY)).otherwise(upper(C_NET_CCY)).alias("currency"),
+            currency.alias("currency"),
             fee.alias("fee_minor"),
             net.alias("net_amount_minor"),
             upper(C_NET_CCY).alias("net_currency"),
