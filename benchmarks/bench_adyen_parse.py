@@ -26,14 +26,38 @@ HEADER = list(ADYEN_COLUMNS)  # the classic 30 columns, as the demo writer write
 
 
 def write_report(path: Path, rows: int) -> None:
-    """A valid one-batch report: ``rows`` captures and a MerchantPayout row that balances them."""
+    """A valid one-batch report, shaped like a day of a real one: ``rows`` payment rows (about 95%
+    captures, 4% refunds, 1% chargebacks) with their own creation times through the day, and the
+    MerchantPayout row that balances them. One merchant account, batch, time zone and currency, as in an
+    Adyen report (it is per batch)."""
     n = pl.int_range(0, rows, eager=True)
     gross = 1000 + (n * 7919) % 100_000  # minor units
     fee = 10 + (n % 90)
-    net = gross - fee
+    kind = (n * 2_654_435_761) % 100
+    typ = pl.select(
+        pl.when(kind < 95)
+        .then(pl.lit("Settled"))
+        .when(kind < 99)
+        .then(pl.lit("Refunded"))
+        .otherwise(pl.lit("Chargeback"))
+    ).to_series()
+    credit = typ == "Settled"
+    net = pl.select(pl.when(credit).then(gross - fee).otherwise(gross + fee)).to_series()  # unsigned
+    seconds = (n * 37) % 86_400
+    created = (
+        "2026-03-02 "
+        + (seconds // 3600).cast(pl.String).str.zfill(2)
+        + ":"
+        + (seconds // 60 % 60).cast(pl.String).str.zfill(2)
+        + ":"
+        + (seconds % 60).cast(pl.String).str.zfill(2)
+    )
 
     def major(col: pl.Series) -> pl.Series:
         return (col // 100).cast(pl.String) + "." + (col % 100).cast(pl.String).str.zfill(2)
+
+    def side(is_side: pl.Series, col: pl.Series) -> pl.Series:
+        return pl.select(pl.when(is_side).then(major(col)).otherwise(pl.lit(""))).to_series()
 
     frame = pl.DataFrame(
         {
@@ -42,17 +66,17 @@ def write_report(path: Path, rows: int) -> None:
             "Psp Reference": n.cast(pl.String).str.zfill(16),
             "Merchant Reference": "tx-" + n.cast(pl.String),
             "Payment Method": "visa",
-            "Creation Date": "2026-03-02 10:15:00",
+            "Creation Date": created,
             "TimeZone": "CET",
-            "Type": "Settled",
+            "Type": typ,
             "Modification Reference": "M" + n.cast(pl.String).str.zfill(15),
             "Gross Currency": "EUR",
-            "Gross Debit (GC)": "",
-            "Gross Credit (GC)": major(gross),
+            "Gross Debit (GC)": side(~credit, gross),
+            "Gross Credit (GC)": side(credit, gross),
             "Exchange Rate": "1",
             "Net Currency": "EUR",
-            "Net Debit (NC)": "",
-            "Net Credit (NC)": major(net),
+            "Net Debit (NC)": side(~credit, net),
+            "Net Credit (NC)": side(credit, net),
             "Commission (NC)": "",
             "Markup (NC)": major(fee),
             "Scheme Fees (NC)": "",
@@ -63,7 +87,8 @@ def write_report(path: Path, rows: int) -> None:
             **{f"Reserved{i}": "" for i in range(4, 11)},
         }
     )
-    total = int(net.sum())
+    total = int(pl.select(pl.when(credit).then(net).otherwise(-net)).to_series().sum())
+    assert total > 0, "the bench batch must pay out"
     payout = {c: "" for c in HEADER} | {
         "Company Account": "BenchCo",
         "Merchant Account": "BenchCasinoEUR",

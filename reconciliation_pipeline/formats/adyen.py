@@ -15,6 +15,7 @@ from reconciliation_pipeline import frames
 from reconciliation_pipeline.formats.common import (
     ROW,
     amounts_plan,
+    amounts_to_minor,
     basename,
     constant_values,
     finish,
@@ -180,11 +181,29 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
     local = pl.col(C_CREATED).str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
 
     # Amounts → minor units.
-    specs = [
+    side_by_side = [
         (C_GROSS_DEBIT, C_GROSS_CCY),
         (C_GROSS_CREDIT, C_GROSS_CCY),
         (C_NET_DEBIT, C_NET_CCY),
         (C_NET_CREDIT, C_NET_CCY),
+        *[(fee, C_NET_CCY) for fee in C_FEES],
+    ]
+    # A row carries its amount on one side, debit or credit: when no row fills both, each pair is parsed
+    # as one column (half the work) and the debit side negated afterwards.
+    pairs = ((C_GROSS_DEBIT, C_GROSS_CREDIT, C_GROSS_CCY), (C_NET_DEBIT, C_NET_CREDIT, C_NET_CCY))
+    both = frame.select([(pl.col(d).is_not_null() & pl.col(c).is_not_null()).any() for d, c, _ in pairs]).row(
+        0
+    )
+    one_side = {credit: debit for (debit, credit, _), filled in zip(pairs, both, strict=True) if not filled}
+    frame = frame.with_columns(
+        pl.coalesce(credit, debit).alias(_either(credit)) for credit, debit in one_side.items()
+    )
+    specs = [
+        *[
+            spec
+            for debit, credit, ccy in pairs
+            for spec in ([(_either(credit), ccy)] if credit in one_side else [(debit, ccy), (credit, ccy)])
+        ],
         *[(fee, C_NET_CCY) for fee in C_FEES],
     ]
     plan, bad_amount = amounts_plan(frame, source_file, specs)
@@ -201,6 +220,9 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
         )
 
     def signed(debit: str, credit: str) -> pl.Expr:
+        if credit in one_side:
+            either = pl.col(minor_col(_either(credit)))
+            return pl.when(pl.col(debit).is_not_null()).then(-either).otherwise(either).fill_null(0)
         return pl.col(minor_col(credit)).fill_null(0) - pl.col(minor_col(debit)).fill_null(0)
 
     gross = signed(C_GROSS_DEBIT, C_GROSS_CREDIT)
@@ -282,6 +304,8 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
         .collect()
     )
     if out.get_column("__bad_amount").any():
+        # The same rows, parsed column by column, name the field and the raw value of the first bad one.
+        amounts_to_minor(frame, source_file, side_by_side)
         raise_first_bad_amount(plan, bad_amount, source_file, specs)
     bad_date = first_row(out, pl.col("__bad_date"))
     if bad_date is not None:
@@ -296,6 +320,11 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
     out = _payout_references(out)
     _check_payout_totals(out, name)
     return finish(out, source_file)
+
+
+def _either(credit: str) -> str:
+    """The column holding a debit/credit pair's one filled side."""
+    return f"__either__{credit}"
 
 
 def _payout_references(out: pl.DataFrame) -> pl.DataFrame:

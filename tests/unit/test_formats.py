@@ -205,6 +205,22 @@ def test_adyen_large_file_is_vectorised_and_exact() -> None:
     assert frame["source_row"].to_list() == list(range(1, n + 1))
 
 
+def test_adyen_a_row_with_both_sides_filled_nets_them() -> None:
+    """Debit and credit are parsed as one column when every row fills one side; a row that fills both
+    (credit minus debit) makes the parser read them side by side, and a bad value still names its column."""
+    both = adyen_row(**{"Gross Credit (GC)": "5.00", "Gross Debit (GC)": "1.25", "Net Credit (NC)": "3.70"})
+    one = adyen_row(**{"Psp Reference": "P2", "Gross Debit (GC)": "2.00", "Net Debit (NC)": "2.10"})
+    got = rows(adyen.parse(adyen_csv([both, one]).encode(), "b.csv"))
+    assert [r["amount_minor"] for r in got] == [375, -200]
+    assert [r["net_amount_minor"] for r in got] == [370, -210]
+    bad = adyen_row(**{"Psp Reference": "P3", "Gross Debit (GC)": "2.001", "Net Debit (NC)": "2.10"})
+    for records, row in (([one, bad], 2), ([both, bad], 2)):
+        with pytest.raises(FormatError) as caught:
+            adyen.parse(adyen_csv(records).encode(), "b.csv")
+        assert (caught.value.problem.row, caught.value.problem.field) == (row, "Gross Debit (GC)")
+        assert caught.value.problem.value == "2.001"
+
+
 def test_adyen_rows_that_vary_give_what_each_row_gives_alone() -> None:
     """Merchant account, batch, time zone and currency are computed once when every row has the same
     value; a file where they vary row by row must give, row for row, what each row gives on its own."""
