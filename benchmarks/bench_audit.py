@@ -27,6 +27,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -113,16 +114,25 @@ def business_date(n: int, seed: int = 1) -> pl.DataFrame:
 
 
 @contextmanager
-def database(admin_url: str) -> Iterator[str]:
+def database(admin_url: str, keep: str | None = None, *, reuse: bool = False) -> Iterator[str]:
+    """A fresh database, dropped at the end; or the database ``keep``, made afresh and kept (``reuse``:
+    the one an earlier run kept, as it is)."""
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"bench_audit_{uuid.uuid4().hex[:10]}"
+    name = keep or f"bench_audit_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        if reuse:
+            if exists is None:
+                raise SystemExit(f"--verify-only: no database {name!r}; run once with --keep-db {name} first")
+        else:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep is None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
@@ -202,6 +212,80 @@ class Cpu:
         return f"CPU {total:.2f} s (Python {self.client:.2f} s + server backend {self.server:.2f} s)"
 
 
+class ServerCpu:
+    """CPU seconds of every server process working for database ``dbname`` (its backends, and the parallel
+    workers they start) between :meth:`start` and :meth:`stop`: /proc is sampled every 20 ms, since parallel
+    workers exit when their query ends (the last few ms of each are missed)."""
+
+    def __init__(self, dbname: str) -> None:
+        self.dbname = dbname
+        self.seconds = 0.0
+        self.sampling = 0.0  # CPU seconds the sampling thread used (in this process)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _ours(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        leaders: set[int] = set()
+        workers: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    title = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if not title.startswith("postgres: "):
+                continue
+            pid = int(entry)
+            if "parallel worker for PID " in title:  # "postgres: [cluster: ]parallel worker for PID N"
+                workers[pid] = int(title.split("parallel worker for PID ", 1)[1].split()[0])
+            elif f" {self.dbname} " in title:
+                leaders.add(pid)
+        for pid in leaders | {w for w, leader in workers.items() if leader in leaders}:
+            found[pid] = backend_cpu(pid)
+        return found
+
+    def _run(self) -> None:
+        started = time.thread_time()
+        while not self._stop.wait(0.02):
+            for pid, cpu in self._ours().items():
+                self._first.setdefault(pid, self._base.get(pid, 0.0))
+                self._last[pid] = max(cpu, self._last.get(pid, 0.0))
+        self.sampling = time.thread_time() - started
+
+    def start(self) -> None:
+        self._base = self._ours()
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        for pid, cpu in self._ours().items():
+            self._first.setdefault(pid, self._base.get(pid, 0.0))
+            self._last[pid] = max(cpu, self._last.get(pid, 0.0))
+        self.seconds = sum(self._last[p] - self._first[p] for p in self._last)
+
+
+def verify_measured(engine: Engine, dbname: str, method: str, events: int) -> tuple[float, float, float]:
+    """``verify_chain(method)``: wall seconds, client CPU seconds (this process, all threads but the
+    sampler's) and server CPU seconds (every backend and parallel worker of the database)."""
+    server = ServerCpu(dbname)
+    server.start()
+    c0 = time.process_time()
+    t, result = timed(lambda: audit.verify_chain(engine, method=method))
+    server.stop()
+    client = time.process_time() - c0 - server.sampling
+    assert result.ok and result.count == events, result.reason
+    return t, client, server.seconds
+
+
 def count_events(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one())
@@ -241,6 +325,26 @@ def events_for(frame: pl.DataFrame) -> list[audit.AuditEventIn]:
     ]
 
 
+def verification(
+    engine: Engine, dbname: str, events: int, results: dict[str, float], *, skip_python: bool
+) -> None:
+    """``verify_chain`` of the whole chain, server-side and in Python: rate, and CPU per event (this
+    process + every server process of the database, parallel workers included)."""
+    methods = [("server", "verify (server-side hashing)")]
+    if not skip_python:
+        methods.append(("python", "verify (Python, independent)"))
+    for method, label in methods:
+        t, client, server = verify_measured(engine, dbname, method, events)
+        results[f"verify_{method}_rate"] = events / t
+        results[f"verify_{method}_cpu_us"] = (client + server) / events * 1e6
+        goal = " (goal >= 1,000,000)" if method == "server" else ""
+        print(
+            f"{label}: {t:.2f} s, {events / t:,.0f} events/s{goal}; CPU {client + server:.2f} s (Python "
+            f"{client:.2f} s + server {server:.2f} s), {(client + server) / events * 1e6:.2f} us/event; "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -249,15 +353,38 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN)
     parser.add_argument("--skip-python-verify", action="store_true")
+    parser.add_argument(
+        "--keep-db",
+        metavar="NAME",
+        help="write into database NAME (made afresh) and keep it, for --verify-only runs later",
+    )
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="with --keep-db NAME: only verify the chain an earlier --keep-db run left there",
+    )
     args = parser.parse_args(argv)
+    if args.verify_only and not args.keep_db:
+        parser.error("--verify-only needs --keep-db NAME")
     n = args.records
     print(f"machine: {machine()}")
-    print(f"commit: {commit()}  date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  records: {n:,}")
+    records = "" if args.verify_only else f"  records: {n:,}"
+    print(f"commit: {commit()}  date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{records}")
+    results: dict[str, float] = {}
+    if args.verify_only:
+        with database(args.admin_url, args.keep_db, reuse=True) as url:
+            cand = db.make_engine(make_url(url).update_query_dict({"options": "-csearch_path=cand_0"}))
+            events = count_events(cand)
+            print(f"verification only, of the chain kept in database {args.keep_db}: {events:,} events")
+            results["events"] = events
+            verification(cand, args.keep_db, events, results, skip_python=args.skip_python_verify)
+            cand.dispose()
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        return results
     frame = business_date(n)
     events_in = events_for(frame)
     events_df = audit.events_frame(events_in)
-    results: dict[str, float] = {}
-    with database(args.admin_url) as url:
+    with database(args.admin_url, args.keep_db) as url:
         best_c = best_b = best_ec = best_eb = float("inf")
         events = 0
         cpu_c, cpu_b, cpu_ec, cpu_eb, cpu_fc, cpu_fb = Cpu(), Cpu(), Cpu(), Cpu(), Cpu(), Cpu()
@@ -348,17 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             cpu_fc.client + cpu_fc.server, 1e-9
         )
         print(f"  CPU-time ratio (last run, Python + server backend): {results['frame_cpu_ratio']:.2f}x")
-        t_vs, vs = timed(lambda: audit.verify_chain(cand, method="server"))
-        assert vs.ok and vs.count == events, vs.reason
-        results["verify_server_rate"] = events / t_vs
-        print(
-            f"verify (server-side hashing): {t_vs:.2f} s, {events / t_vs:,.0f} events/s (goal >= 1,000,000)"
-        )
-        if not args.skip_python_verify:
-            t_vp, vp = timed(lambda: audit.verify_chain(cand, method="python"))
-            assert vp.ok and vp.count == events, vp.reason
-            results["verify_python_rate"] = events / t_vp
-            print(f"verify (Python, independent): {t_vp:.2f} s, {events / t_vp:,.0f} events/s")
+        verification(cand, make_url(url).database or "", events, results, skip_python=args.skip_python_verify)
         cand.dispose()
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return results

@@ -13,17 +13,20 @@ writer that bypassed the lock could not fork the chain.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import io
 import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -46,6 +49,12 @@ from sqlalchemy.orm import Session
 
 from reconciliation_pipeline.store.db import COPY_CHUNK, LineReader, bulk_insert, copy_csv
 from reconciliation_pipeline.store.models import AuditEvent, UTCDateTime
+
+_plh: Any
+try:  # SHA-256 as a Polars expression (verification); hashlib per value without it
+    import polars_hash as _plh
+except ImportError:  # pragma: no cover - a dependency; kept optional for odd platforms
+    _plh = None
 
 GENESIS_HASH = "0" * 64
 #: ``pg_advisory_xact_lock`` key of the audit chain.
@@ -828,34 +837,102 @@ def _verify_python(conn: Connection | Session, batch_size: int) -> VerifyResult:
     return VerifyResult(True, count, head)
 
 
-#: Events fetched per ``COPY`` by the column-wise Python verification (PostgreSQL).
-VERIFY_CHUNK = 131_072
-#: The stored events after a ``seq``, as CSV: every non-NULL value quoted, so NULL and ``''`` stay apart;
-#: ``occurred_at`` as UTC text (``DateStyle`` ISO), JSON columns as their stored text.
-_COPY_OUT = (
-    "COPY (SELECT seq, hash, event_id, occurred_at AT TIME ZONE 'UTC', actor, action, entity_type, entity_id,"
-    " inputs, chain, outcome, trace_id, prev_hash FROM audit_events WHERE seq > {after} ORDER BY seq"
-    " LIMIT {limit}) TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *)"
+#: ``seq`` values per ``COPY`` range of the column-wise Python verification (PostgreSQL).
+VERIFY_CHUNK = 65_536
+_COPY_OUT_COLUMNS = (
+    "seq, hash, event_id, occurred_at AT TIME ZONE 'UTC', actor, action, entity_type, entity_id,"
+    " inputs, chain, outcome, trace_id, prev_hash"
+)
+#: The stored events of a range of ``seq`` in ``COPY``'s text format (cheaper for the server to write and
+#: for Polars to read than CSV with every value quoted), in the table's order (sorted here when it is
+#: not ``seq`` order): NULL is ``\N``, ``''`` an empty field; a backslash, tab, newline, carriage return,
+#: backspace, form feed or vertical tab in a value comes escaped (:func:`_copy_unescape`).
+#: ``occurred_at`` as UTC text (``DateStyle`` ISO), JSON columns as stored.
+_COPY_OUT_RANGE = (
+    f"COPY (SELECT {_COPY_OUT_COLUMNS} FROM audit_events WHERE seq > {{after}} AND seq <= {{upto}}) TO STDOUT"
 )
 _COPY_OUT_SCHEMA = {"seq": pl.Int64(), **{n: pl.String() for n in ("hash", *BODY_COLUMNS)}}
+#: ``COPY`` text escapes after ``\\`` (which is read first, as a NUL: no PostgreSQL text holds one).
+_COPY_TEXT_ESCAPES = (
+    ("\\b", "\b"),
+    ("\\f", "\f"),
+    ("\\n", "\n"),
+    ("\\r", "\r"),
+    ("\\t", "\t"),
+    ("\\v", "\v"),
+)
 
 
-def _fetch_events(dbapi: Any, after: int, limit: int) -> pl.DataFrame:
-    buf = io.BytesIO()
-    cursor = dbapi.cursor()
-    try:
-        cursor.copy_expert(_COPY_OUT.format(after=int(after), limit=int(limit)), buf)
-    finally:
-        cursor.close()
-    if not buf.tell():
+def _copy_unescape(column: pl.Expr) -> pl.Expr:
+    """A column read from ``COPY``'s text format as the stored values: every backslash starts a
+    two-character escape, ``\\\\`` among them, so reading ``\\\\`` first (left to right) pairs them as
+    the server wrote them."""
+    out = column.str.replace_all("\\\\", "\x00", literal=True)
+    for escaped, char in _COPY_TEXT_ESCAPES:
+        out = out.str.replace_all(escaped, char, literal=True)
+    return out.str.replace_all("\x00", "\\", literal=True)
+
+
+def _read_copy_text(data: bytes) -> pl.DataFrame:
+    """Rows of ``COPY ... TO STDOUT`` (text format) of :data:`_COPY_OUT_COLUMNS` as a frame of the
+    stored values."""
+    if not data:
         return pl.DataFrame(schema=_COPY_OUT_SCHEMA)
-    return pl.read_csv(buf.getvalue(), has_header=False, schema=_COPY_OUT_SCHEMA, quote_char='"')
+    rows = pl.read_csv(
+        data,
+        has_header=False,
+        separator="\t",
+        quote_char=None,
+        schema=_COPY_OUT_SCHEMA,
+        null_values="\\N",
+        empty_string_is_null=False,
+    )
+    strings = [n for n in _COPY_OUT_SCHEMA if n != "seq"]
+    escaped = rows.select(
+        pl.any_horizontal(pl.col(n).str.contains("\\", literal=True).any() for n in strings)
+    )
+    if escaped.item():
+        rows = rows.with_columns(
+            pl.when(pl.col(n).str.contains("\\", literal=True))
+            .then(_copy_unescape(pl.col(n)))
+            .otherwise(pl.col(n))
+            for n in strings
+        )
+    return rows
 
 
-def _recomputed_hashes(rows: pl.DataFrame) -> list[str]:
+def _sha256_hex(texts: pl.Series) -> pl.Series:
+    """``sha256(text).hexdigest()`` of every value (null for null), computed by the Polars plugin
+    ``polars-hash`` (compiled, no Python call per value); ``hashlib`` per value if it cannot load."""
+    if _plh is not None:
+        return texts.to_frame("t").select(_plh.col("t").chash.sha2_256()).to_series()
+    sha = hashlib.sha256
+    return pl.Series(
+        [None if x is None else sha(x).hexdigest() for x in texts.cast(pl.Binary).to_list()], dtype=pl.String
+    )
+
+
+#: The string columns of the body (``occurred_at`` is written here and needs no escape).
+_BODY_STRINGS = ("action", "actor", "entity_id", "entity_type", "event_id", "prev_hash", "trace_id")
+
+
+def _quoted(values: pl.Series) -> pl.Series:
+    """Each value between double quotes as it is (``null`` for a null): its JSON text when it needs no
+    escape."""
+    return pl.select(pl.concat_str(pl.lit('"'), pl.lit(values), pl.lit('"')).fill_null("null")).to_series()
+
+
+def _recomputed_hashes(rows: pl.DataFrame, *, exact: bool = False) -> pl.Series:
     """``sha256(prev_hash + canonical_json(body))`` of every row, the body assembled column-wise from
-    the stored columns (JSON columns as their stored text) by the builder the append path uses; one
-    ``hashlib`` call per row."""
+    the stored columns (JSON columns as their stored text) by the builder the append path uses; null
+    where ``prev_hash`` is null (the row is judged again).
+
+    ``exact``: strings are written as JSON text by :func:`json_strings`. Otherwise each string is only
+    quoted (:func:`_quoted`), which is its JSON text unless it holds a ``"``, a ``\\`` or a control
+    character: the caller takes such a hash only for a row without ``"`` and ``\\`` whose hash matches
+    the stored one (a stored event's canonical text never holds a raw control character, so a match
+    rules those out).
+    """
     t = pl.col("occurred_at")  # "YYYY-MM-DD HH:MM:SS[.f]" in UTC
     occurred = rows.select(
         pl.concat_str(
@@ -863,18 +940,11 @@ def _recomputed_hashes(rows: pl.DataFrame) -> list[str]:
             t.str.slice(20).str.pad_end(6, "0"), pl.lit("Z"),
         )
     ).to_series()  # fmt: skip
-    js = json_strings(
-        {
-            "action": rows["action"],
-            "actor": rows["actor"],
-            "entity_id": rows["entity_id"],
-            "entity_type": rows["entity_type"],
-            "event_id": rows["event_id"],
-            "occurred_at": occurred,
-            "prev_hash": rows["prev_hash"],
-            "trace_id": rows["trace_id"],
-        }
-    )
+    strings = {name: rows[name] for name in _BODY_STRINGS}
+    if exact:
+        js = json_strings({**strings, "occurred_at": occurred})
+    else:
+        js = {name: _quoted(values) for name, values in {**strings, "occurred_at": occurred}.items()}
     texts = pl.select(
         pl.concat_str(
             [
@@ -887,49 +957,139 @@ def _recomputed_hashes(rows: pl.DataFrame) -> list[str]:
             ]
         )
     ).to_series()
-    sha = hashlib.sha256
-    # a NULL prev_hash leaves the text NULL: it hashes to nothing stored (the row is judged again)
-    return ["" if x is None else sha(x).hexdigest() for x in texts.cast(pl.Binary).to_list()]
+    return _sha256_hex(texts)
 
 
-def _verify_python_columnwise(conn: Connection) -> VerifyResult:
-    """The independent check on PostgreSQL, column-wise: events are fetched with ``COPY`` in chunks (the
-    next chunk while this one is checked), bodies assembled by Polars, each hashed with ``hashlib``.
+def _bad_hashes(rows: pl.DataFrame) -> pl.Series:
+    """Whether each row's content does not hash to its stored hash (or cannot be hashed): hashed with
+    plain quotes first (:func:`_recomputed_hashes`), the rows that do not pass that way again exactly."""
+    plain = rows.select(
+        ~pl.any_horizontal(pl.col(n).str.contains_any(['"', "\\"]).fill_null(False) for n in _BODY_STRINGS)
+    ).to_series()
+    bad = (_recomputed_hashes(rows) != rows["hash"]).fill_null(True) | ~plain
+    if bad.any():
+        where = bad.arg_true()
+        subset = rows.filter(bad)
+        again = (_recomputed_hashes(subset, exact=True) != subset["hash"]).fill_null(True)
+        bad = bad.scatter(where, again)
+    return bad
+
+
+def _fetch_range(dbapi: Any, after: int, upto: int) -> bytes:
+    """The stored events with ``after < seq <= upto`` in ``COPY``'s text format (:data:`_COPY_OUT_RANGE`)."""
+    buf = io.BytesIO()
+    cursor = dbapi.cursor()
+    try:
+        cursor.copy_expert(_COPY_OUT_RANGE.format(after=int(after), upto=int(upto)), buf)
+    finally:
+        cursor.close()
+    return buf.getvalue()
+
+
+def _checked_range(fetched: Future[bytes]) -> pl.DataFrame:
+    """``seq``, ``hash``, ``prev_hash`` of the fetched events in ``seq`` order, with ``bad_hash``: their
+    content does not hash to the stored hash (or could not be hashed)."""
+    rows = _read_copy_text(fetched.result())
+    if not rows["seq"].is_sorted():  # rows come in the table's order, which is seq order when untouched
+        rows = rows.sort("seq")
+    return rows.select("seq", "hash", "prev_hash").with_columns(bad_hash=_bad_hashes(rows))
+
+
+def _scalar(conn: Connection, stmt: Any) -> Any:
+    return conn.execute(stmt).scalar()
+
+
+def _one(conn: Connection, stmt: Any) -> Any:
+    return conn.execute(stmt).one()
+
+
+def _sql_scalar(conn: Connection, sql: str, params: Mapping[str, Any]) -> Any:
+    return conn.exec_driver_sql(sql, dict(params)).scalar()
+
+
+def _verify_python_columnwise(conns: Sequence[Connection]) -> VerifyResult:
+    """The independent check on PostgreSQL, column-wise: events are fetched with ``COPY`` (text
+    format) by ranges of ``seq`` over ``conns`` in turn (each connection fetches the range after next
+    while the others are read), bodies assembled by Polars and hashed by ``polars-hash`` in worker
+    threads; here the chunks are taken in ``seq`` order and every ``prev_hash`` is compared with the
+    hash before it, across chunk boundaries too. Several connections should share one snapshot
+    (:func:`snapshot_pair`).
 
     A row whose recomputed hash or link does not match is judged again row by row with
     :func:`_check_row` (stored JSON text that is not canonical but intact passes there), so the result
     and the reason are those of the row-by-row walk.
     """
-    conn.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
+    first = conns[0]
+    dbapis = []
+    for conn in conns:
+        conn.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
+        dbapis.append(conn.connection.dbapi_connection)
+    lo, hi = first.execute(select(func.min(AuditEvent.seq), func.max(AuditEvent.seq))).one()
+    if lo is None:
+        return VerifyResult(True, 0, None)
+    lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"audit-fetch-{i}") for i in range(len(conns))]
+    workers = ThreadPoolExecutor(2, thread_name_prefix="audit-hash")
+    pending: collections.deque[tuple[int, Future[pl.DataFrame]]] = collections.deque()
+    cursor = [int(lo) - 1, 0]  # the next range starts after cursor[0]; cursor[1] ranges submitted
+
+    def submit() -> None:
+        after = cursor[0]
+        if after >= hi:
+            return
+        upto = min(after + VERIFY_CHUNK, int(hi))
+        lane = cursor[1] % len(lanes)
+        fetched = lanes[lane].submit(_fetch_range, dbapis[lane], after, upto)
+        pending.append((upto, workers.submit(_checked_range, fetched)))
+        cursor[0], cursor[1] = upto, cursor[1] + 1
+
+    def on_first(fn: Callable[[], Any]) -> Any:
+        """``fn`` on the first connection, once its queued fetches are done."""
+        return lanes[0].submit(fn).result()
+
     prev = GENESIS_HASH
     count = 0
     head: str | None = None
-    after = -(2**62)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-verify") as pool:
-        pending = pool.submit(_fetch_events, dbapi, after, VERIFY_CHUNK)
-        while True:
-            rows = pending.result()
-            if rows.height == 0:
-                break
-            after = int(rows["seq"][-1])
-            pending = pool.submit(_fetch_events, dbapi, after, VERIFY_CHUNK)
+    try:
+        for _ in range(2 * len(lanes)):
+            submit()
+        while pending:
+            upto, checked = pending.popleft()
+            rows = checked.result()
+            if rows.height == 0:  # a gap in seq: go on from the next stored event
+                nxt = on_first(
+                    functools.partial(
+                        _scalar, first, select(func.min(AuditEvent.seq)).where(AuditEvent.seq > upto)
+                    )
+                )
+                if nxt is not None and int(nxt) - 1 > cursor[0]:
+                    cursor[0] = int(nxt) - 1
+                submit()
+                continue
+            submit()
             stored = rows["hash"]
-            recomputed = pl.Series(_recomputed_hashes(rows), dtype=pl.String)
             expected = stored.shift(1).scatter(0, prev)
-            suspect = (recomputed != stored).fill_null(True) | (rows["prev_hash"] != expected).fill_null(True)
+            suspect = rows["bad_hash"] | (rows["prev_hash"] != expected).fill_null(True)
             for i in suspect.arg_true().to_list():
                 seq = int(rows["seq"][i])
                 before = prev if i == 0 else str(stored[i - 1])
-                pending.result()  # the connection is free again
-                row = conn.execute(select(*_VERIFY_COLUMNS).where(AuditEvent.seq == seq)).one()
+                row = on_first(
+                    functools.partial(_one, first, select(*_VERIFY_COLUMNS).where(AuditEvent.seq == seq))
+                )
                 problem = _check_row(row, before)
                 if problem is not None:
                     return VerifyResult(False, count + i, None if count + i == 0 else before, seq, problem)
             prev = head = str(stored[-1])
             count += rows.height
+    finally:
+        for pool in (*lanes, workers):
+            pool.shutdown(wait=True, cancel_futures=True)
     return VerifyResult(True, count, head)
+
+
+def _verify_python_concurrent(engine: Engine) -> VerifyResult:
+    """:func:`_verify_python_columnwise` over two connections in one snapshot (:func:`snapshot_pair`)."""
+    with snapshot_pair(engine) as conns:
+        return _verify_python_columnwise(conns)
 
 
 #: The canonical body text of an event built by PostgreSQL itself (``to_json(text)`` escapes strings
@@ -946,13 +1106,36 @@ _PG_BODY = """'{"action":' || to_json(action)::text
     || ',"prev_hash":' || to_json(prev_hash)::text
     || ',"trace_id":' || coalesce(to_json(trace_id)::text, 'null')
     || '}'"""
-#: The first event whose content does not hash to its stored hash: a plain filtered aggregate, so
-#: PostgreSQL can spread it over parallel workers (``seq + 0``: not the index's min/max shortcut, which
-#: would walk the index serially).
+#: The seven string columns of the body, joined: when they hold no ``"`` and no ``\``, quoting each as
+#: ``"value"`` gives exactly its JSON text if the result hashes to the stored hash (the canonical text of
+#: a stored event never holds a raw control character, so a matching hash rules those out), and a value
+#: without either character cannot pose as the JSON text of another value. Every other row is built
+#: with ``to_json`` (:data:`_PG_BODY`), which costs about twice as much.
+_PG_STRINGS = (
+    "(action || actor || entity_id || entity_type || event_id || prev_hash || coalesce(trace_id, ''))"
+)
+_PG_BODY_QUOTED = """'{"action":"' || action
+    || '","actor":"' || actor
+    || '","chain":' || coalesce(chain::text, 'null')
+    || ',"entity_id":"' || entity_id
+    || '","entity_type":"' || entity_type
+    || '","event_id":"' || event_id
+    || '","inputs":' || coalesce(inputs::text, 'null')
+    || ',"occurred_at":"' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
+    || 'Z","outcome":' || coalesce(outcome::text, 'null')
+    || ',"prev_hash":"' || prev_hash
+    || '","trace_id":' || coalesce('"' || trace_id || '"', 'null')
+    || '}'"""
+_PG_BODY_FAST = f"""CASE WHEN strpos({_PG_STRINGS}, '"') = 0 AND strpos({_PG_STRINGS}, '\\') = 0
+    THEN {_PG_BODY_QUOTED} ELSE {_PG_BODY} END"""
+#: The first event whose content does not hash to its stored hash, and how many events were scanned: a
+#: plain filtered aggregate, so PostgreSQL can spread it over parallel workers (``seq + 0``: not the
+#: index's min/max shortcut, which would walk the index serially).
 _PG_BAD_HASH = f"""
-SELECT min(seq + 0) FROM audit_events
-WHERE seq > %(after)s
-  AND encode(sha256(convert_to(prev_hash || {_PG_BODY}, 'UTF8')), 'hex') IS DISTINCT FROM hash
+SELECT min(seq + 0) FILTER (
+    WHERE encode(sha256(convert_to(prev_hash || {_PG_BODY_FAST}, 'UTF8')), 'hex') IS DISTINCT FROM hash
+), count(*)
+FROM audit_events WHERE seq > %(after)s
 """
 #: The first event whose prev_hash is not the hash of the event before it (an ordered index scan).
 _PG_BAD_LINK = """
@@ -964,8 +1147,11 @@ WHERE prev_hash IS DISTINCT FROM expected
 """
 
 
-def _verify_server(conn: Connection) -> VerifyResult:
-    """PostgreSQL recomputes every hash (one parallel scan) and every link (one ordered scan).
+def _server_scans(
+    conn: Connection, links: Connection | None, pool: ThreadPoolExecutor | None
+) -> VerifyResult:
+    """The hash scan on ``conn`` and the link scan on ``links`` (another connection in the same
+    snapshot, run at the same time in ``pool``) or on ``conn`` after it.
 
     The first suspect is judged again here with :func:`_check_row`: a row whose stored JSON text is
     not canonical (written before migration 0002) but whose content is intact passes, and the scans
@@ -974,15 +1160,23 @@ def _verify_server(conn: Connection) -> VerifyResult:
     # favour a parallel plan for the hash scan (built-in functions only: parallel safe)
     conn.exec_driver_sql("SET LOCAL parallel_setup_cost = 0")
     conn.exec_driver_sql("SET LOCAL parallel_tuple_cost = 0")
-    conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")  # the link scan's sort stays in memory
+    link_conn = conn if links is None else links
+    link_conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")  # the link scan's sort stays in memory
     after, start_prev = -(2**62), GENESIS_HASH
+    total: int | None = None
     while True:
         params = {"after": after, "start_prev": start_prev}
-        suspects = [
-            conn.exec_driver_sql(_PG_BAD_HASH, params).scalar(),
-            conn.exec_driver_sql(_PG_BAD_LINK, params).scalar(),
-        ]
-        found = [int(x) for x in suspects if x is not None]
+        if pool is not None:
+            link_future = pool.submit(_sql_scalar, link_conn, _PG_BAD_LINK, params)
+        bad_hash, scanned = conn.exec_driver_sql(_PG_BAD_HASH, params).one()
+        bad_link = (
+            link_future.result()
+            if pool is not None
+            else link_conn.exec_driver_sql(_PG_BAD_LINK, params).scalar()
+        )
+        if total is None:
+            total = int(scanned)
+        found = [int(x) for x in (bad_hash, bad_link) if x is not None]
         if not found:
             break
         seq = min(found)
@@ -996,9 +1190,42 @@ def _verify_server(conn: Connection) -> VerifyResult:
             count = conn.execute(select(func.count()).where(AuditEvent.seq < seq)).scalar_one()
             return VerifyResult(False, int(count), None if before is None else str(before), seq, problem)
         after, start_prev = seq, str(row[1])
-    count = int(conn.execute(select(func.count()).select_from(AuditEvent)).scalar_one())
     head_row = conn.execute(select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
-    return VerifyResult(True, count, None if head_row is None else str(head_row[0]))
+    return VerifyResult(True, total, None if head_row is None else str(head_row[0]))
+
+
+def _verify_server(conn: Connection) -> VerifyResult:
+    """PostgreSQL recomputes every hash (one parallel scan) and every link (one ordered scan) on
+    ``conn``, one scan after the other."""
+    return _server_scans(conn, None, None)
+
+
+def _verify_server_concurrent(engine: Engine) -> VerifyResult:
+    """:func:`_verify_server` with the link scan on a second connection, at the same time as the hash
+    scan: both read one snapshot (exported by the first, imported by the second), so they check the
+    same chain."""
+    with (
+        snapshot_pair(engine) as (conn, links),
+        ThreadPoolExecutor(1, thread_name_prefix="audit-links") as pool,
+    ):
+        return _server_scans(conn, links, pool)
+
+
+@contextlib.contextmanager
+def snapshot_pair(engine: Engine) -> Iterator[tuple[Connection, Connection]]:
+    """Two read-only ``REPEATABLE READ`` connections of ``engine`` (PostgreSQL) in one transaction
+    snapshot: the first exports it (``pg_export_snapshot``), the second imports it (``SET TRANSACTION
+    SNAPSHOT``), so queries on either see exactly the same rows."""
+    with engine.connect() as first_, engine.connect() as second_:
+        first = first_.execution_options(isolation_level="REPEATABLE READ")
+        second = second_.execution_options(isolation_level="REPEATABLE READ")
+        with first.begin():
+            first.exec_driver_sql("SET TRANSACTION READ ONLY")
+            snapshot = first.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+            with second.begin():
+                second.exec_driver_sql("SET TRANSACTION SNAPSHOT %(s)s", {"s": snapshot})
+                second.exec_driver_sql("SET TRANSACTION READ ONLY")
+                yield first, second
 
 
 def verify_chain(
@@ -1016,7 +1243,12 @@ def verify_chain(
     if method not in ("auto", "server", "python"):
         raise ValueError(f"verify_chain: method must be auto, server or python, not {method!r}")
     if isinstance(session_or_engine, Engine):
-        with session_or_engine.connect() as conn:
+        engine = session_or_engine
+        if engine.dialect.name == "postgresql" and method in ("auto", "server"):
+            return _verify_server_concurrent(engine)
+        if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2":
+            return _verify_python_concurrent(engine)
+        with engine.connect() as conn:
             return _verify_on(conn, batch_size, method)
     conn_ = session_or_engine.connection() if isinstance(session_or_engine, Session) else session_or_engine
     return _verify_on(conn_, batch_size, method)
@@ -1029,7 +1261,7 @@ def _verify_on(conn: Connection, batch_size: int, method: str) -> VerifyResult:
     if server:
         return _verify_server(conn)
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
-        return _verify_python_columnwise(conn)
+        return _verify_python_columnwise([conn])
     return _verify_python(conn, batch_size)
 
 
