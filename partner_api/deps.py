@@ -53,6 +53,7 @@ class Runtime:
     def close(self) -> None:
         for engine in self.engines.values():
             engine.dispose()
+        self.limiter.close()
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -47,6 +47,42 @@ def test_redis_bucket_is_atomic_under_concurrency() -> None:
     assert sum(allowed) == 25  # never more than the bucket, whatever the interleaving
 
 
+@pytest.mark.redis
+def test_redis_limiter_loads_its_script_again_after_a_flush() -> None:
+    """A restarted or flushed Redis has forgotten the script: the next call loads it and runs it."""
+    _redis_or_skip()
+    import redis
+
+    limiter = RedisLimiter(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}:")
+    try:
+        assert limiter.hit("key", rate=0.001, burst=2).allowed
+        redis.Redis.from_url(REDIS_URL).script_flush()
+        assert [limiter.hit("key", rate=0.001, burst=2).allowed for _ in range(2)] == [True, False]
+    finally:
+        limiter.close()
+
+
+@pytest.mark.redis
+def test_redis_limiter_drops_a_broken_connection() -> None:
+    """A connection that fails is closed, not reused: that one call is limited in-process, the next
+    ones reach the same Redis bucket on a new connection."""
+    _redis_or_skip()
+    import redis
+
+    limiter = RedisLimiter(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}:")
+    try:
+        assert limiter.hit("key", rate=0.001, burst=3).allowed  # Redis bucket: 2 left
+        (conn,) = limiter._idle
+        conn.send_command("CLIENT", "ID")
+        redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=conn.read_response())
+        assert limiter.hit("key", rate=0.001, burst=3).allowed  # the in-process fallback's bucket
+        assert conn not in limiter._idle
+        decisions = [limiter.hit("key", rate=0.001, burst=3).allowed for _ in range(3)]
+        assert decisions == [True, True, False]  # the Redis bucket again: 2 left, then empty
+    finally:
+        limiter.close()
+
+
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def limited_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     redis_url = None
