@@ -23,7 +23,8 @@ from typing import IO, Any
 
 import orjson
 from fastapi import FastAPI
-from opentelemetry import trace
+from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import sanitize_method
@@ -57,6 +58,12 @@ class MetricsMiddleware:
     It also completes the server span that ``OpenTelemetryMiddleware`` opened before routing: once the
     route is known it names the span ``<METHOD> <route template>`` with ``http.route``, and records an
     unhandled exception on it (status ERROR) before the 500 handler answers.
+
+    A request whose server span is not sampled runs with OpenTelemetry's suppress-instrumentation flag
+    set (``opentelemetry.instrumentation.utils.suppress_instrumentation``), which the SQLAlchemy
+    instrumentation honours: its statements would only have made spans that the parent-based sampler
+    drops (~70 us of CPU a statement here). The request keeps its trace id (``X-Trace-Id``, logs,
+    audit events): the unsampled span is still the current one.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -70,6 +77,11 @@ class MetricsMiddleware:
         status = 500
         trace_hex: str | None = None
         span = trace.get_current_span()
+        suppressed = (
+            None
+            if span.is_recording()
+            else context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        )
 
         async def _send(message: Message) -> None:
             nonlocal status, trace_hex
@@ -92,6 +104,8 @@ class MetricsMiddleware:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         finally:
+            if suppressed is not None:
+                context.detach(suppressed)
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

@@ -8,6 +8,8 @@ import json
 import logging
 import threading
 import uuid
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +19,7 @@ from reconciliation_pipeline.store import audit, db
 from reconciliation_pipeline.store.models import AuditEvent, Dispute, IdempotencyKey, IngestedFile
 from reconciliation_pipeline.telemetry import JsonLogFormatter, current
 from tests.examples import ADYEN_EXAMPLE
-from tests.integration.api_fixtures import Api
+from tests.integration.api_fixtures import Api, build_api, make_settings
 
 PROBLEM = "application/problem+json"
 
@@ -50,6 +52,36 @@ def test_missing_malformed_unknown_and_revoked_keys_are_401_problems(api: Api) -
     resp = api.get(f"/v1/transactions/{tx}", key)
     _is_problem(resp, 401)
     assert resp.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_revoked_key_stops_working_when_its_cache_entry_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the key cache on (``RECON_API_KEY_CACHE_S``, 5 s by default), a revoked key is refused at
+    the latest that long after it was last looked up; an unknown key is never cached."""
+    from partner_api import auth
+    from partner_api.service import revoke_key
+
+    now = [1000.0]
+    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=lambda: now[0]))  # auth's clock only
+    live, sandbox = f"sqlite:///{tmp_path / 'live.db'}", f"sqlite:///{tmp_path / 'sandbox.db'}"
+    gen = build_api(make_settings(tmp_path, live, sandbox, api_key_cache_s=5.0))
+    api = next(gen)
+    try:
+        tx = api.txn()
+        key = api.partner()
+        assert api.get(f"/v1/transactions/{tx}", key).status_code == 200  # looked up at t=1000, cached
+        with db.session_scope(api.engines["live"]) as session:
+            revoke_key(session, key_id=key.split("_")[2])
+        now[0] = 1004.9
+        assert api.get(f"/v1/transactions/{tx}", key).status_code == 200  # within the bound: cached
+        now[0] = 1005.1
+        _is_problem(api.get(f"/v1/transactions/{tx}", key), 401)
+        now[0] = 1005.2
+        _is_problem(api.get(f"/v1/transactions/{tx}", key), 401)  # a refused key is not cached
+    finally:
+        with pytest.raises(StopIteration):
+            next(gen)
 
 
 def test_keys_are_stored_hashed_only(api: Api) -> None:
@@ -375,6 +407,42 @@ def test_dispute_and_replay_are_audited_with_the_request_trace_id(api: Api) -> N
         if s.attributes and ("db.statement" in s.attributes or "db.query.text" in s.attributes)
     ]
     assert sql, names
+
+
+def test_an_unsampled_request_keeps_its_trace_id_without_sql_instrumentation(api: Api) -> None:
+    """A request whose trace is not sampled (here the caller's ``traceparent`` says so) still answers
+    with its trace id; its SQL runs with OpenTelemetry's instrumentation suppressed (no span work for
+    spans the parent-based sampler would drop), while a sampled request's SQL is instrumented."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+    from sqlalchemy import event
+
+    key = api.partner()
+    tx = api.txn()
+    assert api.get(f"/v1/transactions/{tx}", key).status_code == 200  # the runtime is built
+    seen: list[bool] = []
+    engine = api.app.state.runtime.engine("live")
+
+    def _record(*_args: object) -> None:
+        seen.append(is_instrumentation_enabled())
+
+    event.listen(engine, "before_cursor_execute", _record)
+    try:
+        sampled = api.get(f"/v1/transactions/{tx}", key)
+        assert sampled.status_code == 200 and seen and all(seen)
+        seen.clear()
+        trace_id = uuid.uuid4().hex
+        unsampled = api.client.get(
+            f"/v1/transactions/{tx}",
+            headers={"Authorization": f"Bearer {key}", "traceparent": f"00-{trace_id}-{'1' * 16}-00"},
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", _record)
+    assert unsampled.status_code == 200 and unsampled.json() == sampled.json()
+    assert unsampled.headers["x-trace-id"] == trace_id
+    assert seen and not any(seen)
+    spans = current().memory
+    assert spans is not None
+    assert not [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
 
 
 def test_access_logs_are_json_with_the_trace_id(api: Api) -> None:
