@@ -206,6 +206,29 @@ def load(url: str, n: int, seed: int = 7) -> dict[str, int]:
     return {"transactions": n, "outcomes": outcome_rows, "settlement_lines": len(matched)}
 
 
+def reuse(url: str, n: int) -> dict[str, int] | None:
+    """The row counts of a database :func:`load` filled with ``n`` transactions, else ``None``."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                got = conn.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM transactions), (SELECT count(*) FROM outcomes), "
+                        "(SELECT count(*) FROM settlement_lines)"
+                    )
+                ).one()
+            except Exception:
+                return None
+    finally:
+        engine.dispose()
+    if int(got[0]) != n:
+        return None
+    return {"transactions": n, "outcomes": int(got[1]), "settlement_lines": int(got[2])}
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -479,7 +502,12 @@ def main(argv: list[str] | None = None) -> int:
         "--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx"
     )
     parser.add_argument("--pg-admin-url", default=DEFAULT_ADMIN)
-    parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database (its name is printed)")
+    parser.add_argument(
+        "--database",
+        help="use this database: loaded when it does not exist (and kept), reused as it is when it holds "
+        "--transactions transactions (so later runs skip the load)",
+    )
     parser.add_argument(
         "--sample-ratio",
         type=float,
@@ -492,10 +520,13 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.engine import make_url
 
     admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
-    name = f"recon_bench_api_{uuid.uuid4().hex[:8]}"
+    name = args.database or f"recon_bench_api_{uuid.uuid4().hex[:8]}"
     args.database = name
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        if exists is None:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    keep = args.keep_db or exists is not None or args.database is not None
     url = make_url(args.pg_admin_url).set(database=name).render_as_string(hide_password=False)
     sandbox = (
         make_url(args.pg_admin_url).set(database=name).update_query_dict({"options": "-csearch_path=sandbox"})
@@ -503,14 +534,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_api_"))
     try:
         t0 = time.perf_counter()
-        counts = load(url, args.transactions)
+        counts = reuse(url, args.transactions) if exists is not None else None
+        if counts is None:
+            if exists is not None:
+                raise SystemExit(
+                    f"database {name} does not hold {args.transactions:,} transactions of this benchmark"
+                )
+            counts = load(url, args.transactions)
+            eng = create_engine(url, isolation_level="AUTOCOMMIT")
+            with eng.connect() as conn:
+                conn.execute(text("CREATE SCHEMA sandbox"))
+            eng.dispose()
         load_s = time.perf_counter() - t0
-        with admin.connect():
-            pass
-        eng = create_engine(url, isolation_level="AUTOCOMMIT")
-        with eng.connect() as conn:
-            conn.execute(text("CREATE SCHEMA sandbox"))
-        eng.dispose()
         sandbox_url = sandbox.render_as_string(hide_password=False)
 
         from partner_api import service
@@ -562,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                 args,
             )
     finally:
-        if not args.keep_db:
+        if not keep:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -574,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"data: {counts['transactions']:,} transactions, {counts['outcomes']:,} outcomes, "
-        f"{counts['settlement_lines']:,} settlement lines (COPY {load_s:.1f} s)"
+        f"{counts['settlement_lines']:,} settlement lines "
+        f"({'reused' if exists is not None else 'COPY'} {load_s:.1f} s; database {name}"
+        f"{', kept' if keep else ''})"
     )
     print(
         f"load: {args.client}, {args.connections} connections, {args.duration:.0f} s per server in "
