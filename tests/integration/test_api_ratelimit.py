@@ -63,9 +63,9 @@ def test_redis_limiter_loads_its_script_again_after_a_flush() -> None:
 
 
 @pytest.mark.redis
-def test_redis_limiter_drops_a_broken_connection() -> None:
-    """A connection that fails is closed, not reused: that one call is limited in-process, the next
-    ones reach the same Redis bucket on a new connection."""
+def test_redis_limiter_replaces_a_closed_connection() -> None:
+    """An idle connection the server closed (a restart, an idle timeout) is dropped and the call made
+    again on a new one: the bucket in Redis is still the one used."""
     _redis_or_skip()
     import redis
 
@@ -75,10 +75,19 @@ def test_redis_limiter_drops_a_broken_connection() -> None:
         (conn,) = limiter._idle
         conn.send_command("CLIENT", "ID")
         redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=conn.read_response())
-        assert limiter.hit("key", rate=0.001, burst=3).allowed  # the in-process fallback's bucket
-        assert conn not in limiter._idle
         decisions = [limiter.hit("key", rate=0.001, burst=3).allowed for _ in range(3)]
-        assert decisions == [True, True, False]  # the Redis bucket again: 2 left, then empty
+        assert decisions == [True, True, False]  # 2 left, then empty: no call went to the fallback
+        assert conn not in limiter._idle and len(limiter._idle) == 1
+    finally:
+        limiter.close()
+
+
+def test_redis_limiter_falls_back_in_process_when_redis_is_down() -> None:
+    limiter = RedisLimiter("redis://127.0.0.1:1/0", prefix=f"test:{uuid.uuid4().hex}:")
+    try:
+        decisions = [limiter.hit("key", rate=0.001, burst=2).allowed for _ in range(3)]
+        assert decisions == [True, True, False]  # the process's own bucket
+        assert not limiter._idle
     finally:
         limiter.close()
 
