@@ -1239,6 +1239,10 @@ def verify_chain(
     ``method``: ``"server"`` has PostgreSQL recompute every hash (one scan, no rows leave the
     server); ``"python"`` fetches the events in batches and recomputes them here (any backend; the
     independent check); ``"auto"`` is ``server`` on PostgreSQL and ``python`` elsewhere.
+
+    Given an engine on PostgreSQL, both methods work over two read-only connections in one snapshot
+    (:func:`snapshot_pair`): server-side, the link scan runs beside the hash scan; in Python, ranges of
+    ``seq`` are fetched over both. Given a connection or a session, that connection is used alone.
     """
     if method not in ("auto", "server", "python"):
         raise ValueError(f"verify_chain: method must be auto, server or python, not {method!r}")
