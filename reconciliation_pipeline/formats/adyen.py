@@ -257,6 +257,13 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
         else pl.when(has_gross).then(upper(C_GROSS_CCY)).otherwise(upper(C_NET_CCY))
     )
 
+    # A modification's own merchant reference, when there is one (most reports have none at all).
+    merchant_ref = (
+        pl.col(C_MERCHANT_REF)
+        if frame.get_column(C_MOD_MERCHANT_REF).null_count() == frame.height
+        else pl.coalesce(pl.col(C_MOD_MERCHANT_REF), pl.col(C_MERCHANT_REF))
+    )
+
     # One lazy plan from here to the output columns (parsed in parallel, nothing in between kept).
     out = (
         plan.with_columns(local.alias("__local"))
@@ -277,7 +284,7 @@ def _parse_frame(frame: pl.DataFrame, name: str, source_file: str, file_sha256: 
             .otherwise(pl.lit(None, pl.String))
             .alias("movement_reference"),
             pl.col(C_PSP_REF).alias("payment_reference"),
-            pl.coalesce(pl.col(C_MOD_MERCHANT_REF), pl.col(C_MERCHANT_REF)).alias("merchant_reference"),
+            merchant_ref.alias("merchant_reference"),
             # The reference text of the payout rows (a handful), cut to the transfer reference below.
             pl.when(typ == "MerchantPayout")
             .then(mod_ref)
