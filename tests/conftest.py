@@ -75,14 +75,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_schema_url"))
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    """A migrated outcome store on each of :func:`db_url`'s databases."""
+def migrated_engine(url: str) -> Iterator[Engine]:
+    """A fixture body: the outcome store at ``url`` migrated, disposed of afterwards."""
     from reconciliation_pipeline.store.db import make_engine, migrate
 
-    eng = make_engine(db_url)
+    eng = make_engine(url)
     migrate(eng)
     try:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated outcome store on each of :func:`db_url`'s databases."""
+    yield from migrated_engine(db_url)

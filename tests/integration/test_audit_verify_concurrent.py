@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, select, text
 
-from reconciliation_pipeline.store import AuditEvent, audit, make_engine, migrate, session_scope, verify_chain
+from reconciliation_pipeline.store import AuditEvent, audit, session_scope, verify_chain
+from tests.conftest import migrated_engine
 from tests.integration.audit_helpers import as_superuser
 from tests.integration.test_audit_columnwise import TRICKY, _events
 
@@ -28,12 +29,7 @@ CHUNK = 4  # seq values per COPY range in these tests: 30 events make 8 ranges o
 
 @pytest.fixture
 def pg(pg_schema_url: str) -> Iterator[Engine]:
-    eng = make_engine(pg_schema_url)
-    migrate(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
+    yield from migrated_engine(pg_schema_url)
 
 
 @pytest.fixture
