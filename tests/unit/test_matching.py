@@ -340,6 +340,25 @@ def test_lazy_inputs_give_the_same_outcomes_and_the_sink_writes_them(tmp_path: P
     assert_frame_equal(pl.read_parquet(tmp_path / "outcomes.parquet"), eager.outcomes)
 
 
+def test_record_keys_and_match_ids_are_the_same_without_the_prefix_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settlement record keys and match ids gather their "psp:file:" prefix from a table of the few
+    (psp, file) pairs; with too many pairs for a table they are assembled row by row, alike."""
+    from reconciliation_pipeline.matching import engine
+
+    gathered = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).outcomes
+    monkeypatch.setattr(engine, "_MAX_PREFIXES", 0)
+    assembled = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).outcomes
+    assert_frame_equal(gathered, assembled)
+    settled = gathered.filter(pl.col("record") == "settlement").row(0, named=True)
+    assert (
+        settled["record_key"]
+        == f"settlement:{settled['psp']}:{settled['source_file']}:{settled['source_row']}"
+    )
+    assert gathered["match_id"].drop_nulls().str.starts_with("M-").all()
+
+
 def test_hash_collisions_in_exact_ref_never_pair_unequal_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """exact_ref joins on a 64-bit hash of the key and checks each pair column by column: with every
     key hashing alike (every record collides with every other) the outcomes must not change."""
