@@ -520,13 +520,15 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.engine import make_url
 
     admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
+    # A named database is kept (and reused by later runs); a throwaway one is dropped at the end.
+    keep = args.keep_db or args.database is not None
     name = args.database or f"recon_bench_api_{uuid.uuid4().hex[:8]}"
     args.database = name
     with admin.connect() as conn:
         exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
         if exists is None:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    keep = args.keep_db or exists is not None or args.database is not None
+    keep = keep or exists is not None
     url = make_url(args.pg_admin_url).set(database=name).render_as_string(hide_password=False)
     sandbox = (
         make_url(args.pg_admin_url).set(database=name).update_query_dict({"options": "-csearch_path=sandbox"})

@@ -13,7 +13,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.postgres
+def _bench_databases(pg_url: str) -> set[str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE 'recon_bench_api_%'")
+            )
+            return {str(row[0]) for row in rows}
+    finally:
+        engine.dispose()
+
+
 def test_api_benchmark_prints_its_ratio_and_sizing(pg_url: str) -> None:
+    before = _bench_databases(pg_url)
     done = subprocess.run(
         [
             sys.executable,
@@ -40,3 +55,5 @@ def test_api_benchmark_prints_its_ratio_and_sizing(pg_url: str) -> None:
     for label in ("bare FastAPI one-row read", "partner API transaction status"):
         line = next(line for line in out.splitlines() if line.startswith(label))
         assert "req/s" in line and "p99" in line and "errors 0" in line, line
+    # its throwaway database is dropped (only a database named with --database is kept for reuse)
+    assert _bench_databases(pg_url) == before
