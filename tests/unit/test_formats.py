@@ -1420,6 +1420,86 @@ def test_vectorised_minor_units_equal_decimal_reference(texts: list[str], ccy: s
         assert value == expected, (text, ccy, value, expected)
 
 
+def _reference_minor(text: str | None, ccy: str) -> int | None:
+    """What an amount text is in minor units by the Decimal reference, None where it must be refused."""
+    from reconciliation_pipeline.formats.common import DECIMAL_RE
+    from reconciliation_pipeline.money import MoneyError, to_minor
+
+    if not text or not re.match(DECIMAL_RE, text):
+        return None
+    if len(text.lstrip("+-").split(".")[0].lstrip("0")) > 14:
+        return None
+    try:
+        return to_minor(text, ccy)
+    except MoneyError:
+        return None
+
+
+@st.composite
+def _written_to_exponent(draw: st.DrawFn, exp: int) -> str:
+    """Amount text with its point ``exp`` characters from the end (none for 0), as PSPs write them,
+    with odd signs, digits and characters mixed in."""
+    sign = draw(st.sampled_from(["", "", "-", "+", "--", " ", "+-"]))
+    whole = draw(st.from_regex(r"\A[0-9]{0,20}\Z", fullmatch=True))
+    if exp == 0:
+        return sign + (whole or "0")
+    frac = draw(st.text(alphabet="0123456789" * 4 + "-+.", min_size=exp, max_size=exp))
+    return f"{sign}{whole}.{frac}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), ccy=st.sampled_from(["EUR", "JPY", "KWD", "CLF"]), n=st.integers(1, 12))
+def test_amounts_written_to_the_exponent_equal_decimal_reference(
+    data: st.DataObject, ccy: str, n: int
+) -> None:
+    """Columns whose every value has the currency's number of decimals take a shorter path: it must give
+    what the Decimal reference gives, value for value, and refuse what it refuses."""
+    from reconciliation_pipeline.formats.common import (
+        ROW,
+        _written_to_the_exponent,
+        amounts_to_minor,
+        minor_col,
+    )
+    from reconciliation_pipeline.money import exponent
+
+    exp = exponent(ccy)
+    texts = data.draw(st.lists(st.one_of(_written_to_exponent(exp), st.none()), min_size=n, max_size=n))
+    frame = pl.DataFrame(
+        {"amount": texts, "ccy": [ccy] * n, ROW: range(1, n + 1)},
+        schema={"amount": pl.String, "ccy": pl.String, ROW: pl.Int64},
+    )
+    assert _written_to_the_exponent(frame, "amount", exp)
+    got = (
+        amounts_to_minor(frame, "f.csv", [("amount", "ccy")]).get_column(minor_col("amount")).to_list()
+        if all(_reference_minor(t, ccy) is not None or t is None for t in texts)
+        else None
+    )
+    if got is None:  # some value must be refused: the error names the first such row
+        with pytest.raises(FormatError) as caught:
+            amounts_to_minor(frame, "f.csv", [("amount", "ccy")])
+        first = next(i for i, t in enumerate(texts) if t is not None and _reference_minor(t, ccy) is None)
+        assert caught.value.problem.value == texts[first]
+    else:
+        assert got == [None if t is None else _reference_minor(t, ccy) for t in texts]
+
+
+def test_the_smallest_int64_is_not_an_amount() -> None:
+    from reconciliation_pipeline.formats.common import ROW, amounts_to_minor
+
+    # alone (every value written to the exponent) and beside a value that is not (the general path)
+    cases = [
+        ("-92233720368547758.08", "EUR"),
+        ("-9223372036854775808", "JPY"),
+        ("-922337203685477580.8", "EUR"),
+    ]
+    for text, ccy in cases:
+        for texts in ([text], [text, "1.0"]):
+            frame = pl.DataFrame({"amount": texts, "ccy": ccy, ROW: range(1, len(texts) + 1)})
+            with pytest.raises(FormatError, match=r"out of range|decimals") as caught:
+                amounts_to_minor(frame, "f.csv", [("amount", "ccy")])
+            assert caught.value.problem.value == text
+
+
 def test_settlement_line_contract_refuses_a_repeated_file_row_and_allows_it_across_files() -> None:
     import pandera.errors
 
