@@ -23,8 +23,8 @@ from typing import IO, Any
 
 import orjson
 from fastapi import FastAPI
-from opentelemetry import context, trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import sanitize_method
@@ -77,11 +77,9 @@ class MetricsMiddleware:
         status = 500
         trace_hex: str | None = None
         span = trace.get_current_span()
-        suppressed = (
-            None
-            if span.is_recording()
-            else context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        )
+        suppressed = contextlib.ExitStack()
+        if not span.is_recording():
+            suppressed.enter_context(suppress_instrumentation())
 
         async def _send(message: Message) -> None:
             nonlocal status, trace_hex
@@ -104,8 +102,7 @@ class MetricsMiddleware:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         finally:
-            if suppressed is not None:
-                context.detach(suppressed)
+            suppressed.close()
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
