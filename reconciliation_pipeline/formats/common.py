@@ -331,18 +331,23 @@ def amounts_plan(
 
 
 def _written_to_the_exponent(frame: pl.DataFrame, field: str, exp: int) -> bool:
-    """Whether every value of ``field`` has its decimal point exactly ``exp`` characters from the end (no
-    point at all for ``exp`` 0), as a PSP writes amounts in a currency with that many decimals."""
+    """Whether every value of ``field`` has its decimal point exactly ``exp`` characters from the end and a
+    digit right after it (no point at all for ``exp`` 0), as a PSP writes amounts in a currency with that
+    many decimals. (The digit keeps ``.-5`` out: without its point it would read as an integer.)"""
     text = pl.col(field)
-    shaped = text.str.slice(-(exp + 1), 1) == "." if exp else ~text.str.contains(".", literal=True)
+    if exp:
+        after = text.str.slice(-exp, 1)
+        shaped = (text.str.slice(-(exp + 1), 1) == ".") & (after >= "0") & (after <= "9")
+    else:
+        shaped = ~text.str.contains(".", literal=True)
     return bool(frame.select((shaped | text.is_null()).all()).item())
 
 
 def _plain_minor(field: str, currency: str, exp: int) -> pl.Expr:
     """Minor units of a column :func:`_written_to_the_exponent`: the digits without the point are the
     amount. The same values as the two stages of :func:`_minor_parts` and :func:`_minor_value` give such a
-    column (the same integer parse of the same text; the fraction has exactly ``exp`` digits; another
-    point or a sign after the point fails the parse), at a third of the work."""
+    column (the same integer parse of the same text; the fraction has exactly ``exp`` characters and starts
+    with a digit; another point, or a sign anywhere but first, fails the parse), at a third of the work."""
     digits = pl.col(field).str.replace(".", "", literal=True, n=1).cast(pl.Int64, strict=False)
     limit = 10 ** (_MAX_INT_DIGITS + exp)
     return (
