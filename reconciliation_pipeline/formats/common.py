@@ -170,10 +170,11 @@ def first_row(frame: pl.DataFrame, mask: pl.Expr) -> dict[str, Any] | None:
 def currency_exponents(frame: pl.DataFrame, column: str, source_file: str) -> dict[str, int]:
     """Map each distinct (non-null) value of ``column`` to its ISO 4217 exponent; unknown → FormatError."""
     mapping: dict[str, int] = {}
-    series = frame.get_column(column)
     same = constant_values(frame, [column])  # the usual column: one currency (no hashing needed)
     values: list[str] = (
-        [v for v in same.values() if v is not None] if same else series.drop_nulls().unique().sort().to_list()
+        [v for v in same.values() if v is not None]
+        if same
+        else frame.get_column(column).drop_nulls().unique().sort().to_list()
     )
     for value in values:
         code = value.upper()
@@ -293,31 +294,19 @@ def amounts_plan(
     A caller that folds the plan into its own (one collect for the whole parse) must check the mask and
     call :func:`raise_first_bad_amount` on the rows it flags."""
     exps: dict[str, pl.Expr] = {}
-    single: dict[str, int] = {}  # currency column -> its one exponent
     for _, cur in specs:
         if cur not in exps:
             mapping = currency_exponents(frame, cur, source_file)
             if len(mapping) == 1:  # the usual case, one currency per column: no per-row lookup
-                single[cur] = next(iter(mapping.values()))
-                exps[cur] = pl.when(pl.col(cur).is_not_null()).then(pl.lit(single[cur], pl.Int64))
+                only = next(iter(mapping.values()))
+                exps[cur] = pl.when(pl.col(cur).is_not_null()).then(pl.lit(only, pl.Int64))
             else:
                 exps[cur] = pl.col(cur).replace_strict(mapping, default=None, return_dtype=pl.Int64)
     empty = [field for field, _ in specs if frame.get_column(field).null_count() == frame.height]
     # An all-empty column (common: the unused debit or credit side) needs no parsing.
     lf = frame.lazy().with_columns([pl.lit(None, pl.Int64).alias(minor_col(field)) for field in empty])
-    plain = [
-        (field, cur)
-        for field, cur in specs
-        if field not in empty and cur in single and _written_to_the_exponent(frame, field, single[cur])
-    ]
-    lf = lf.with_columns([_plain_minor(field, cur, single[cur]) for field, cur in plain])
     plan = _with_minor_units(
-        lf,
-        [
-            (field, exps[cur], minor_col(field))
-            for field, cur in specs
-            if field not in empty and (field, cur) not in plain
-        ],
+        lf, [(field, exps[cur], minor_col(field)) for field, cur in specs if field not in empty]
     )
     bad = pl.any_horizontal(
         [
@@ -328,34 +317,6 @@ def amounts_plan(
         or [pl.lit(False)]
     )
     return plan, bad
-
-
-def _written_to_the_exponent(frame: pl.DataFrame, field: str, exp: int) -> bool:
-    """Whether every value of ``field`` has its decimal point exactly ``exp`` characters from the end and a
-    digit right after it (no point at all for ``exp`` 0), as a PSP writes amounts in a currency with that
-    many decimals. (The digit keeps ``.-5`` out: without its point it would read as an integer.)"""
-    text = pl.col(field)
-    if exp:
-        after = text.str.slice(-exp, 1)
-        shaped = (text.str.slice(-(exp + 1), 1) == ".") & (after >= "0") & (after <= "9")
-    else:
-        shaped = ~text.str.contains(".", literal=True)
-    return bool(frame.select((shaped | text.is_null()).all()).item())
-
-
-def _plain_minor(field: str, currency: str, exp: int) -> pl.Expr:
-    """Minor units of a column :func:`_written_to_the_exponent`: the digits without the point are the
-    amount. The same values as the two stages of :func:`_minor_parts` and :func:`_minor_value` give such a
-    column (the same integer parse of the same text; the fraction has exactly ``exp`` characters and starts
-    with a digit; another point, or a sign anywhere but first, fails the parse), at a third of the work."""
-    digits = pl.col(field).str.replace(".", "", literal=True, n=1).cast(pl.Int64, strict=False)
-    limit = 10 ** (_MAX_INT_DIGITS + exp)
-    return (
-        pl.when(pl.col(currency).is_not_null() & (digits < limit) & (digits > -limit))
-        .then(digits)
-        .otherwise(pl.lit(None, pl.Int64))
-        .alias(minor_col(field))
-    )
 
 
 def raise_first_bad_amount(

@@ -165,21 +165,18 @@ def _lkey() -> pl.Expr:
 
 
 def _skey(names: _Names | None = None) -> pl.Expr:
-    """A settlement row's record key; with ``names`` (whose Enums ``psp`` and ``source_file`` are of), its
-    prefix is gathered rather than assembled."""
-    prefix = None if names is None else names.prefix("settlement:", "psp", "source_file")
-    if prefix is not None:
-        return pl.concat_str([prefix, pl.col("source_row").cast(pl.String)])
-    return pl.concat_str(
-        [
-            pl.lit("settlement:"),
-            pl.col("psp"),
-            pl.lit(":"),
-            pl.col("source_file"),
-            pl.lit(":"),
-            pl.col("source_row").cast(pl.String),
-        ]
-    )
+    """A settlement row's record key (see :func:`_file_row` for ``names``)."""
+    return _file_row("settlement:", "psp", "source_file", "source_row", names)
+
+
+def _file_row(lead: str, psp: str, file: str, row: str, names: _Names | None = None) -> pl.Expr:
+    """``lead + psp + ":" + file + ":" + row``; with ``names`` (whose Enums ``psp`` and ``file`` are of)
+    the part before the row is gathered from the few (psp, file) prefixes rather than assembled row by
+    row (twice as fast over 20M rows)."""
+    prefix = None if names is None else names.prefix(lead, psp, file)
+    if prefix is None:
+        prefix = pl.concat_str([pl.lit(lead), pl.col(psp), pl.lit(":"), pl.col(file), pl.lit(":")])
+    return pl.concat_str([prefix, pl.col(row).cast(pl.String)])
 
 
 def _rows(frame: pl.DataFrame, ids: pl.Series | np.ndarray) -> pl.DataFrame:
@@ -901,8 +898,7 @@ class _Names:
 
     def prefix(self, lead: str, psp: str, file: str) -> pl.Expr | None:
         """``lead + psp + ":" + file + ":"`` for columns ``psp`` and ``file`` of these Enums, gathered
-        from the few (psp, file) prefixes instead of assembled row by row (twice as fast over 20M rows);
-        None when there would be too many prefixes to list."""
+        from a table of every (psp, file) pair; None when there would be too many pairs to list."""
         n_files = len(self._files)
         if len(self._psps) * n_files > _MAX_PREFIXES:
             return None
@@ -921,23 +917,8 @@ def _where(ids: np.ndarray, valid: np.ndarray) -> pl.Series:
 
 
 def _match_id_expr(names: _Names | None = None) -> pl.Expr:
-    """``match_id`` from the anchor columns; with ``names`` (whose Enums ``m_psp`` and ``m_file`` are
-    of), the settlement anchor's prefix is gathered rather than assembled."""
-    prefix = None if names is None else names.prefix("M-", "m_psp", "m_file")
-    on_settlement = (
-        pl.concat_str([prefix, pl.col("m_row").cast(pl.String)])
-        if prefix is not None
-        else pl.concat_str(
-            [
-                pl.lit("M-"),
-                pl.col("m_psp"),
-                pl.lit(":"),
-                pl.col("m_file"),
-                pl.lit(":"),
-                pl.col("m_row").cast(pl.String),
-            ]
-        )
-    )
+    """``match_id`` from the anchor columns (see :func:`_file_row` for ``names``)."""
+    on_settlement = _file_row("M-", "m_psp", "m_file", "m_row", names)
     # concat_str is null when a part is null: at most one of the two is not
     return pl.coalesce(on_settlement, pl.concat_str([pl.lit("M-"), pl.col("m_tx")])).alias("match_id")
 
