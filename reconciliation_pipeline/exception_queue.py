@@ -82,18 +82,13 @@ def records_in_view(lake: Lake, day: dt.date, settings: Settings) -> pl.DataFram
     )
 
 
-def _read(lake: Lake, table: str, day: dt.date) -> pl.DataFrame | None:
-    path = lake.lake_table(table, day) / PART
-    return pl.read_parquet(path) if path.exists() else None
-
-
 def build_exceptions(lake: Lake, day: dt.date, settings: Settings) -> pl.DataFrame:
     """The records left in ``exception`` by the reconciliation of ``day``, with their money, age and
     evidence, written to ``lake/exceptions/date=D/``. Reads the reconciliation output of ``day``."""
-    outcomes = _read(lake, "outcomes", day)
+    outcomes = lake.read_day("outcomes", day)
     if outcomes is None:
         raise FileNotFoundError(f"no reconciliation output for {day}: materialise `reconciliation` first")
-    evidence = _read(lake, "evidence", day)
+    evidence = lake.read_day("evidence", day)
     open_items = outcomes.filter(pl.col("status") == "exception")
     view = records_in_view(lake, day, settings).unique("record_key", keep="first")
     queue = open_items.join(view.drop("record"), on="record_key", how="left")

@@ -15,6 +15,15 @@ from pathlib import Path
 
 import polars as pl
 
+#: The one file of a lake table's date partition.
+PART = "part-0.parquet"
+
+
+def plain_strings(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with its Enum and Categorical columns as plain strings (the same values)."""
+    coded = [name for name, dtype in frame.schema.items() if isinstance(dtype, (pl.Enum, pl.Categorical))]
+    return frame.with_columns(pl.col(coded).cast(pl.String)) if coded else frame
+
 
 class Lake:
     """Paths of the embedded lake layout (the same layout maps to object storage in production)."""
@@ -43,6 +52,12 @@ class Lake:
     def lake_table(self, table: str, day: dt.date | None = None) -> Path:
         base = self.lake / table
         return base if day is None else base / f"date={day.isoformat()}"
+
+    def read_day(self, table: str, day: dt.date) -> pl.DataFrame | None:
+        """The table's file of ``day`` (None when it was never written), with columns written
+        dictionary-encoded from codes (the outcomes' statuses, rules, ...) as plain strings again."""
+        path = self.lake_table(table, day) / PART
+        return plain_strings(pl.read_parquet(path)) if path.exists() else None
 
     @property
     def quarantine(self) -> Path:

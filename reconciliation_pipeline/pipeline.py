@@ -14,20 +14,13 @@ from sqlalchemy.engine import Engine
 from . import metrics, reports
 from .frames import LANDED_SCHEMA, LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform, empty
 from .ingest import parsed_lines
-from .lake import Lake, atomic_write_parquet
+from .lake import PART, Lake, atomic_write, atomic_write_parquet
 from .matching import ReconResult, reconcile
 from .matching.accuracy import Accuracy, measure, read_truth
 from .settings import Settings
 from .store import db, service
 from .store.anchors import anchor_on_commit, anchors_path
 from .telemetry import current_ids, step_span
-
-PART = "part-0.parquet"
-
-
-def _read_table(lake: Lake, table: str, day: dt.date) -> pl.DataFrame | None:
-    path = lake.lake_table(table, day) / PART
-    return pl.read_parquet(path) if path.exists() else None
 
 
 @dataclass(frozen=True)
@@ -107,7 +100,9 @@ def run_reconciliation(lake: Lake, day: dt.date, settings: Settings) -> ReconRes
             fx_tolerance_minor=settings.fx_tolerance_minor,
             rules=settings.rules,
         )
-        atomic_write_parquet(lake.lake_table("outcomes", day) / PART, result.outcomes)
+        outcomes = lake.lake_table("outcomes", day) / PART
+        atomic_write(outcomes, result.sink_outcomes)
+        result.written_to(outcomes)
         atomic_write_parquet(lake.lake_table("evidence", day) / PART, result.evidence)
         metrics.record_reconciled(result.outcomes)
         return result
@@ -122,10 +117,10 @@ def publish_outcomes(
     lake: Lake, engine: Engine, day: dt.date, *, chain: dict[str, object], actor: str
 ) -> service.ApplyResult:
     """Write the day's records and outcomes into the store, audited, in one transaction."""
-    outcomes = _read_table(lake, "outcomes", day)
-    evidence = _read_table(lake, "evidence", day)
-    ledger = _read_table(lake, "transactions", day)
-    lines = _read_table(lake, "settlement_lines", day)
+    outcomes = lake.read_day("outcomes", day)
+    evidence = lake.read_day("evidence", day)
+    ledger = lake.read_day("transactions", day)
+    lines = lake.read_day("settlement_lines", day)
     if outcomes is None:
         raise FileNotFoundError(f"no reconciliation output for {day}: materialise `reconciliation` first")
     with (
@@ -183,7 +178,7 @@ def record_accuracy(
     ledger business date), over the records of the lookback window. ``None`` when not evaluated.
     """
     path = settings.ground_truth
-    outcomes = _read_table(lake, "outcomes", day)
+    outcomes = lake.read_day("outcomes", day)
     if path is None or not path.exists() or outcomes is None:
         return None
     truth = read_truth(path)

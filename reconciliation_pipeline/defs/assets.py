@@ -121,11 +121,6 @@ def _by_category(outcomes: pl.DataFrame) -> dict[str, int]:
     return {str(c): int(n) for c, n in counts.iter_rows()}
 
 
-def _read(recon: ReconResource, table: str, day: dt.date) -> pl.DataFrame | None:
-    path = recon.lake.lake_table(table, day) / pipeline.PART
-    return pl.read_parquet(path) if path.exists() else None
-
-
 def _path(recon: ReconResource, table: str, day: dt.date) -> dg.MetadataValue:
     return dg.MetadataValue.path(str(recon.lake.lake_table(table, day) / pipeline.PART))
 
@@ -221,7 +216,7 @@ def bank_statements(context: dg.AssetExecutionContext, recon: ReconResource) -> 
     statement's control total (opening balance + booked entries = closing balance) is checked when the
     file is ingested; a statement that does not add up is quarantined whole and never reaches here."""
     day = _day(context)
-    lines = _read(recon, "settlement_lines", day)
+    lines = recon.lake.read_day("settlement_lines", day)
     entries = lines.filter(pl.col("psp") == "bank") if lines is not None else pl.DataFrame()
     target = recon.lake.lake_table("bank_statements", day) / pipeline.PART
     if lines is not None:
@@ -428,9 +423,9 @@ def outcomes(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.Mate
             "(docs/runbooks/rerun-failed-partition.md).",
             allow_retries=False,
         ) from exc
-    published = _read(recon, "outcomes", day)
-    ledger = _read(recon, "transactions", day)
-    lines = _read(recon, "settlement_lines", day)
+    published = recon.lake.read_day("outcomes", day)
+    ledger = recon.lake.read_day("transactions", day)
+    lines = recon.lake.read_day("settlement_lines", day)
     metadata: dict[str, Any] = {
         "inserted": applied.inserted,
         "changed": applied.changed,
@@ -468,7 +463,7 @@ def exceptions(context: dg.AssetExecutionContext, recon: ReconResource) -> dg.Ma
     it with `recon exceptions list|show|resolve`."""
     day = _day(context)
     queue = exception_queue.build_exceptions(recon.lake, day, recon.settings)
-    published = _read(recon, "outcomes", day)
+    published = recon.lake.read_day("outcomes", day)
     expected = 0 if published is None else int((published["status"] == "exception").sum())
     by_category = queue.group_by("exception_category").agg(
         records=pl.len(), oldest_days=pl.col("days_open").max()

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import polars as pl
 
-from ..lake import Lake, atomic_write_parquet
+from ..lake import PART, Lake, atomic_write_parquet
 from ..matching.accuracy import Accuracy
 
 TABLE = "accuracy"
-PART = "part-0.parquet"
 SCHEMA: dict[str, pl.DataType] = {
     "business_date": pl.Date(),
     "category": pl.String(),  # a truth category, or "overall"

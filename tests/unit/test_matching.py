@@ -18,6 +18,7 @@ from reconciliation_pipeline.matching.accuracy import measure
 from reconciliation_pipeline.matching.book import LEDGER as LEDGER_SIDE
 from reconciliation_pipeline.matching.book import MATCHED, PENDING, Book
 from reconciliation_pipeline.matching.book import SETTLEMENT as SETTLEMENT_SIDE
+from reconciliation_pipeline.matching.engine import plain_strings
 
 AS_OF = dt.date(2026, 3, 6)
 
@@ -337,7 +338,17 @@ def test_lazy_inputs_give_the_same_outcomes_and_the_sink_writes_them(tmp_path: P
     assert_frame_equal(lazy.outcomes, eager.outcomes)
     assert_frame_equal(lazy.evidence, eager.evidence)
     lazy.sink_outcomes(tmp_path / "outcomes.parquet")
-    assert_frame_equal(pl.read_parquet(tmp_path / "outcomes.parquet"), eager.outcomes)
+    written = pl.read_parquet(tmp_path / "outcomes.parquet")
+    # low-cardinality columns are written from their codes: Enums to Polars, the same values
+    assert isinstance(written.schema["status"], pl.Enum)
+    assert_frame_equal(plain_strings(written), eager.outcomes)
+    # and plain strings to any other Parquet reader
+    import duckdb
+
+    described = duckdb.sql(f"DESCRIBE SELECT * FROM '{tmp_path / 'outcomes.parquet'}'").fetchall()
+    types = {row[0]: row[1] for row in described}
+    coded = ("record", "psp", "source_file", "status", "rule_id", "exception_category")
+    assert {types[c] for c in coded} == {"VARCHAR"}
 
 
 def test_record_keys_and_match_ids_are_the_same_without_the_prefix_table(
