@@ -897,11 +897,14 @@ def _anchor_columns(
     and row, or the anchor ledger record's transaction id."""
     names = names or _Names(led, stl)
     sid = _where(anchors, (anchors != NO_ANCHOR) & (anchors < book.n_settlement))
-    lid = _where(anchors - book.n_settlement, anchors >= book.n_settlement)
+    on_ledger = (anchors != NO_ANCHOR) & (anchors >= book.n_settlement)
     # Few groups are anchored on a ledger record: their transaction ids as a small Enum of their own (not
     # the process-wide Categorical mapping), so the column costs a few bytes a row, not a string view.
-    anchored = lid.drop_nulls().unique()
-    position = lid.replace_strict(anchored, pl.int_range(anchored.len(), eager=True), default=None)
+    lids = anchors[on_ledger] - book.n_settlement
+    anchored = np.unique(lids)
+    at = np.zeros(anchors.size, dtype=np.int64)
+    at[on_ledger] = np.searchsorted(anchored, lids)
+    position = _where(at, on_ledger)
     ids = led["transaction_id"].gather(anchored)
     return pl.DataFrame(
         {
