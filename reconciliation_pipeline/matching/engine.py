@@ -354,7 +354,9 @@ def reconcile(
         left = book.undecided(side)
         if left.size:  # every record must be decided by exactly one rule
             raise AssertionError(f"{('ledger', 'settlement')[side]} records without an outcome: {left[:5]}")
-    return ReconResult(_outcome_plan(led, stl, book), _evidence(led, stl, book))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        evidence = pool.submit(_evidence, led, stl, book)
+        return ReconResult(_outcome_plan(led, stl, book), evidence.result())
 
 
 # ------------------------------------------------------------------------------------------------ rules
@@ -396,12 +398,17 @@ def _exact_ref(
     on_left = first < n_left
     lid = pl.Series(l_ids[np.where(on_left, first, second)])
     sid = pl.Series(s_ids[np.where(on_left, second, first) - n_left])
-    same = (
-        (led["signed"].gather(lid) == stl["amount_minor"].gather(sid))
-        & (led["psp_reference"].gather(lid) == stl["movement_reference"].gather(sid))
-        & (_physical(led["psp"]).gather(lid) == _physical(stl["psp"]).gather(sid))
-        & (_physical(led["currency"]).gather(lid) == _physical(stl["currency"]).gather(sid))
-    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the references (random reads of two string buffers) in a second thread, the rest here
+        same_reference = pool.submit(
+            lambda: led["psp_reference"].gather(lid) == stl["movement_reference"].gather(sid)
+        )
+        same = (
+            (led["signed"].gather(lid) == stl["amount_minor"].gather(sid))
+            & (_physical(led["psp"]).gather(lid) == _physical(stl["psp"]).gather(sid))
+            & (_physical(led["currency"]).gather(lid) == _physical(stl["currency"]).gather(sid))
+        )
+        same &= same_reference.result()
     book.decide_pairs(lid.filter(same), sid.filter(same), rule="exact_ref", status=MATCHED)
     # more records under a hash, on both sides: rank them by their key columns
     many = (sizes > 2) & (settled >= 1) & (settled < sizes)
