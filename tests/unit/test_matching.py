@@ -425,3 +425,22 @@ adyen|a.csv|9|capture|DUP||||100|EUR|2026-03-05
         assert outcome_of(out, "ledger:d-1")[2] == "M-adyen:a.csv:9"
         assert outcome_of(out, "ledger:d-2")[2] == "M-adyen:b.csv:1"
         assert outcome_of(out, "ledger:d-3")[:2] == ("exception", "duplicate_booking")
+
+
+def test_hash_groups_give_every_position_once_grouped_by_equal_hashes() -> None:
+    """exact_ref's one-sort grouping: each position of left + right appears once, and records with
+    equal hashes land in the same run (the low bits carry the position, so unequal hashes may share a
+    run too, which the callers' column checks handle)."""
+    rng = np.random.default_rng(7)
+    left = pl.Series(rng.integers(0, 2**63, 5_000, dtype=np.uint64))
+    right = pl.concat([left.sample(3_000, seed=1), pl.Series(rng.integers(0, 2**63, 2_000, dtype=np.uint64))])
+    order, starts = engine._hash_groups(left, right)
+    assert np.array_equal(np.sort(order), np.arange(10_000))
+    hashes = np.concatenate([left.to_numpy(), right.to_numpy()])
+    run = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, order.size]))
+    run_of = np.empty(order.size, dtype=np.int64)
+    run_of[order] = run
+    # every pair of equal hashes shares a run
+    frame = pl.DataFrame({"h": hashes, "run": run_of})
+    assert frame.group_by("h").agg(pl.col("run").n_unique())["run"].max() == 1
+    assert starts.size >= frame["h"].n_unique() - 5  # distinct 64-bit hashes stay apart (bar rare collisions)
