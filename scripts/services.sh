@@ -11,8 +11,10 @@ if command -v redis-cli >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
 fi
-# Debian tools the browser and alert-rule tests use (headless Chromium + chromedriver, promtool).
+# Debian tools the browser and alert-rule tests use (headless Chromium + chromedriver, promtool), and
+# wrk, the closed-loop load of benchmarks/bench_api.py (without it the benchmark falls back to httpx).
 missing=""
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"

@@ -55,5 +55,11 @@ def test_api_benchmark_prints_its_ratio_and_sizing(pg_url: str) -> None:
     for label in ("bare FastAPI one-row read", "partner API transaction status"):
         line = next(line for line in out.splitlines() if line.startswith(label))
         assert "req/s" in line and "p99" in line and "errors 0" in line, line
+    # the open loop: every configuration at one constant offered rate, with the rate it achieved
+    assert "open loop (constant rate" in out
+    for label in ("bare FastAPI one-row read", "partner API transaction status"):
+        line = next(line for line in out.splitlines() if line.startswith(f"  open loop, {label}"))
+        assert "achieved" in line and "p99" in line and "max" in line and "errors 0" in line, line
+    assert "open loop at" in out and "goal < 50 ms" in out
     # its throwaway database is dropped (only a database named with --database is kept for reuse)
     assert _bench_databases(pg_url) == before
