@@ -8,6 +8,7 @@ live store (the control plane). A sandbox key therefore cannot reach live data b
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,7 +90,28 @@ def _runtime_of(state: Any) -> Runtime:
             if runtime is None:
                 runtime = build_runtime(state.settings)
                 state.runtime = runtime
+                _freeze_startup_objects()
     return runtime
+
+
+_frozen: list[bool] = []
+
+
+def _freeze_startup_objects() -> None:
+    """Once a process, when its first runtime is built: move every object alive then (the modules the
+    API imported, its app, engines and migrations, ~200k objects) to the garbage collector's permanent
+    generation with ``gc.freeze()``, so later full collections skip them.
+
+    Each traced request leaves long-lived objects behind (the exporter's buffer of finished spans, the
+    batch processor's queue in production), which triggers a full collection every few thousand
+    requests; over everything imported that took ~100-200 ms of CPU each time here, over what is left
+    ~10 ms (~250k instructions a request less under callgrind, 6% of the full stack in-process).
+    Reference counting still frees frozen objects that are dropped; only cycles among them are kept.
+    """
+    if not _frozen:
+        _frozen.append(True)
+        gc.collect()
+        gc.freeze()
 
 
 async def get_runtime(request: Request) -> Runtime:
