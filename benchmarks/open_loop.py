@@ -66,8 +66,8 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.busy = False
+        self.closed = False
         self.due = 0.0
-        self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -102,11 +102,10 @@ class _Conn(asyncio.Protocol):
         self.on_done(self, status)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         if self.busy:
             self.busy = False
             self.on_done(self, None)
-        if not self.lost.done():
-            self.lost.set_result(None)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -131,12 +130,15 @@ async def _run(
     latencies: list[float] = []
     lags: list[float] = []
     queued: deque[float] = deque()  # due times of requests waiting for a free connection
-    idle: list[_Conn] = []
+    # free connections, used in turn (oldest first) so none sits idle past the server's keep-alive
+    # timeout; one the server closed anyway is replaced when it comes up
+    idle: deque[_Conn] = deque()
     # completed: answered (any status); bad: answered with a non-2xx status; failed: connection broken
     state = {"completed": 0, "bad": 0, "failed": 0, "max_queued": 0}
     last = [0.0]  # time of the last answer
     all_done = loop.create_future()
     conns: list[_Conn] = []
+    pending: set[asyncio.Task[_Conn]] = set()  # replacement connections being opened
 
     def request() -> bytes:
         return f"GET {path(rng)} HTTP/1.1\r\n{head}\r\n".encode()
@@ -150,22 +152,44 @@ async def _run(
         if status is None:
             state["failed"] += 1
             finished()
-            return  # a broken connection is not reused
+            replace()  # a broken connection is not reused
+            return
         latencies.append(now - conn.due)
         state["completed"] += 1
         last[0] = now
         if not 200 <= status < 300:
             state["bad"] += 1
+        adopt(conn)
+        finished()
+
+    def adopt(conn: _Conn) -> None:
         if queued:
             conn.send(request(), queued.popleft())
         else:
             idle.append(conn)
-        finished()
 
-    for _ in range(connections):
+    def replace() -> None:
+        task = loop.create_task(connect())
+        task.add_done_callback(lambda t: None if t.cancelled() or t.exception() else adopt(t.result()))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    async def connect() -> _Conn:
         _, proto = await loop.create_connection(lambda: _Conn(on_done), host, port)
         conns.append(proto)
-        idle.append(proto)
+        return proto
+
+    def free() -> _Conn | None:
+        """A free, open connection; each closed one met on the way is replaced in the background."""
+        while idle:
+            conn = idle.popleft()
+            if not conn.closed:
+                return conn
+            replace()
+        return None
+
+    for _ in range(connections):
+        idle.append(await connect())
 
     start = time.perf_counter() + 0.05
     try:
@@ -174,15 +198,18 @@ async def _run(
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if idle:
+            conn = free()
+            if conn is not None:
                 lags.append(time.perf_counter() - due)
-                idle.pop().send(request(), due)
+                conn.send(request(), due)
             else:
                 queued.append(due)
                 state["max_queued"] = max(state["max_queued"], len(queued))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(all_done), drain_timeout)
     finally:
+        for task in list(pending):
+            task.cancel()
         for conn in conns:
             conn.close()
     unanswered = total - state["completed"] - state["failed"]
