@@ -736,8 +736,9 @@ def main(argv: list[str] | None = None) -> int:
             + (
                 "kept up"
                 if res.kept_up
-                else f"DID NOT KEEP UP ({res.unanswered} of {res.scheduled} unanswered at the end, "
-                f"up to {res.max_queued} waiting for a connection)"
+                else f"DID NOT KEEP UP (got {res.achieved_rps / res.offered_rps:.1%} of the rate offered; "
+                f"up to {res.max_queued} requests waited for a free connection; {res.unanswered} of "
+                f"{res.scheduled} unanswered at the end)"
             )
             + f"  (generator send lag p99 {res.send_lag_p99_ms:.1f} ms)"
         )
