@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections import deque
@@ -56,7 +57,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """The nearest-rank percentile ``q`` (0..1) of an ascending list (NaN when empty)."""
     if not sorted_values:
         return float("nan")
-    rank = max(1, min(len(sorted_values), round(q * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(q * len(sorted_values))))
     return sorted_values[rank - 1]
 
 
