@@ -386,7 +386,7 @@ def candidate_counts(outcomes: Path) -> list[list[object]]:
 
 def engine_in_memory(folder: str, warmup: bool) -> dict[str, object]:
     """The same rules with the whole outcome frame made in memory (``ReconResult.outcomes``, what
-    ``pipeline.run_reconciliation`` uses today)."""
+    ``pipeline.run_reconciliation`` wrote until it streamed its outcomes too)."""
     from reconciliation_pipeline.matching import reconcile
 
     ledger, lines, meta = _scan(folder, warmup)
