@@ -245,8 +245,9 @@ def minor_units_many(frame: pl.DataFrame, specs: Sequence[tuple[str, pl.Expr, st
     → int64 minor units at that exponent.
 
     Null when empty or not exact: trailing fraction zeros beyond the exponent are accepted (``1.230`` EUR
-    = 123), any other extra digit, a malformed number or more than 14 integer digits gives null (the
-    caller reports it).
+    = 123), any other extra digit, a malformed number, more than 14 integer digits, or digits that do not
+    fit a 64-bit integer once the point is removed (more than 18 in all: ISO 20022 amounts have at most
+    18, ``totalDigits``; ``10000000000000.000000`` has 20) gives null (the caller reports it).
     """
     if not specs:
         return frame
@@ -382,7 +383,8 @@ def amount_error(
         row=row_no,
         field=field,
         value=raw,
-        hint="Amounts above 10^14 major units are not supported; check the file.",
+        hint="Amounts of 10^14 major units or more, or of more than 18 digits in all (trailing zeros "
+        "included), are not supported; check the file.",
     )
 
 

@@ -1417,7 +1417,24 @@ def test_vectorised_minor_units_equal_decimal_reference(texts: list[str], ccy: s
             whole = text.lstrip("+-").split(".")[0].lstrip("0")
             if len(whole) > 14:
                 expected = None
+            # the digits without the point must fit an int64 (18 digits in all always do, ISO 20022's
+            # totalDigits); more, even trailing zeros, is refused rather than read
+            if int(text.lstrip("+-").replace(".", "", 1) or "0") >= 2**63:
+                expected = None
         assert value == expected, (text, ccy, value, expected)
+
+
+def test_an_amount_of_more_than_18_digits_is_refused_with_its_row_and_the_limit() -> None:
+    """The case hypothesis found: 14 integer digits and 6 trailing zeros are 20 digits, more than an int64
+    holds; the amount is refused (never misread), and the error says which limit it breaks."""
+    from reconciliation_pipeline.formats.common import ROW, FormatError, amounts_to_minor
+
+    frame = pl.DataFrame({ROW: [1, 2], "amount": ["12.30", "10000000000000.000000"], "ccy": ["EUR", "EUR"]})
+    with pytest.raises(FormatError) as caught:
+        amounts_to_minor(frame, "report.csv", [("amount", "ccy")])
+    problem = caught.value.problem
+    assert (problem.row, problem.field, problem.value) == (2, "amount", "10000000000000.000000")
+    assert "18 digits" in problem.hint
 
 
 def _reference_minor(text: str | None, ccy: str) -> int | None:
