@@ -42,7 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _measure import _RUNNER, Measurement
 
-from reconciliation_pipeline.frames import KIND_SIGN, LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform
+from reconciliation_pipeline.frames import (
+    KIND_SIGN,
+    LEDGER_SCHEMA,
+    SETTLEMENT_LINE_SCHEMA,
+    conform,
+    plain_strings,
+)
 from reconciliation_pipeline.matching.engine import LEDGER_COLUMNS, SETTLEMENT_COLUMNS
 
 LAG_DAYS = 3
@@ -381,7 +387,7 @@ def candidate_counts(outcomes: Path) -> list[list[object]]:
     by = ("record", "status", "exception_category", "rule_id")
     counts = pl.scan_parquet(outcomes).group_by(by).len().collect()
     shutil.rmtree(outcomes.parent)
-    return _counts(counts.with_columns(pl.col(pl.Enum).cast(pl.String)))
+    return _counts(plain_strings(counts))
 
 
 def engine_in_memory(folder: str, warmup: bool) -> dict[str, object]:

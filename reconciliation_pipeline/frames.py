@@ -142,6 +142,12 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
     return frame.select(exprs)
 
 
+def plain_strings(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with its Enum and Categorical columns as plain strings (the same values)."""
+    coded = [name for name, dtype in frame.schema.items() if isinstance(dtype, (pl.Enum, pl.Categorical))]
+    return frame.with_columns(pl.col(coded).cast(pl.String)) if coded else frame
+
+
 class SettlementLineModel(pa.DataFrameModel):
     """pandera contract every parser's output must satisfy."""
 

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
+from .frames import plain_strings
+
 #: The one file of a lake table's date partition.
 PART = "part-0.parquet"
-
-
-def plain_strings(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with its Enum and Categorical columns as plain strings (the same values)."""
-    coded = [name for name, dtype in frame.schema.items() if isinstance(dtype, (pl.Enum, pl.Categorical))]
-    return frame.with_columns(pl.col(coded).cast(pl.String)) if coded else frame
 
 
 class Lake:

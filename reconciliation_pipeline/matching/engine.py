@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import polars as pl
 
-from ..frames import KIND_SIGN, OUTCOME_SCHEMA, PLAYER_LINE_KINDS, conform
-from ..lake import plain_strings
+from ..frames import KIND_SIGN, OUTCOME_SCHEMA, PLAYER_LINE_KINDS, conform, plain_strings
 from ..money import NON_DEFAULT_EXPONENTS
 from .book import (
     CATEGORIES,

@@ -12,13 +12,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from reconciliation_pipeline.frames import LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform
+from reconciliation_pipeline.frames import LEDGER_SCHEMA, SETTLEMENT_LINE_SCHEMA, conform, plain_strings
 from reconciliation_pipeline.matching import engine, reconcile
 from reconciliation_pipeline.matching.accuracy import measure
 from reconciliation_pipeline.matching.book import LEDGER as LEDGER_SIDE
 from reconciliation_pipeline.matching.book import MATCHED, PENDING, Book
 from reconciliation_pipeline.matching.book import SETTLEMENT as SETTLEMENT_SIDE
-from reconciliation_pipeline.matching.engine import plain_strings
 
 AS_OF = dt.date(2026, 3, 6)
 
