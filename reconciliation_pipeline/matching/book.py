@@ -43,11 +43,10 @@ def ids_of(values: pl.Series | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-def _has_repeats(ids: np.ndarray, n: int) -> bool:
-    """Whether an id occurs twice: a sort for a few ids, a count over the id space for many."""
-    if ids.size * 64 < n:
-        return bool(np.unique(ids).size != ids.size)
-    return bool(np.bincount(ids, minlength=n).max() > 1)
+def _repeated(ids: np.ndarray) -> np.ndarray:
+    """The ids that occur more than once."""
+    values, counts = np.unique(ids, return_counts=True)
+    return values[counts > 1]
 
 
 @dataclass
@@ -110,11 +109,18 @@ class Book:
         where = ids_of(ids)
         if where.size == 0:
             return
-        already = self.status[side][where] != 0
-        if already.any() or _has_repeats(where, self.status[side].size):
-            name = ("ledger", "settlement")[side]
+        name = ("ledger", "settlement")[side]
+        slots = self.status[side]
+        already = slots[where] != 0
+        if already.any():
             raise AssertionError(f"{name} records decided twice (rule {rule}): ids {where[already][:5]}")
-        self.status[side][where] = status
+        decided = np.count_nonzero(slots)
+        slots[where] = status
+        # every id was open: the decided count grows by the number of ids unless one was given twice
+        if np.count_nonzero(slots) - decided != where.size:
+            raise AssertionError(
+                f"{name} records decided twice (rule {rule}): ids {_repeated(where)[:5]} given more than once"
+            )
         self.rule[side][where] = self.rules.index(rule)
         self.category[side][where] = CATEGORIES.index(category)
         if anchor is not None:
@@ -126,8 +132,8 @@ class Book:
 
     def decide_pairs(
         self,
-        lids: pl.Series,
-        sids: pl.Series,
+        lids: pl.Series | np.ndarray,
+        sids: pl.Series | np.ndarray,
         *,
         rule: str,
         status: int,
@@ -135,6 +141,7 @@ class Book:
     ) -> None:
         """Decide 1:1 pairs: both records share a match id anchored on the settlement row; the settlement
         row carries the ledger record's transaction_id."""
+        lids, sids = ids_of(lids), ids_of(sids)
         self.decide(LEDGER, lids, rule=rule, status=status, category=category, anchor=sids)
         self.decide(SETTLEMENT, sids, rule=rule, status=status, category=category, anchor=sids, tx=lids)
 

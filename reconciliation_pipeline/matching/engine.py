@@ -232,7 +232,7 @@ def _prepare_ledger(ledger: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.D
         .with_columns(pl.col(_LEDGER_NAMES).cast(pl.String).cast(pl.Categorical))
         .with_row_index("lid")
     )
-    return _collect(plan)
+    return _collect(plan, sparse=("original_transaction_id",))
 
 
 def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.DataFrame:
@@ -244,18 +244,21 @@ def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> p
         .with_columns(pl.col(_SETTLEMENT_NAMES).cast(pl.String).cast(pl.Categorical))
         .with_row_index("sid")
     )
-    return _collect(plan)
+    return _collect(plan, sparse=("payout_reference", "remittance_info"))
 
 
-def _collect(plan: pl.LazyFrame) -> pl.DataFrame:
+def _collect(plan: pl.LazyFrame, *, sparse: Sequence[str] = ()) -> pl.DataFrame:
     """Collect with the streaming engine (the inputs are never held as plain strings and Categorical at
     once), then make each column one chunk, so that the gathers by row id stay cheap: column by
-    column, so that only one column is ever held twice."""
+    column, so that only one column is ever held twice. ``sparse`` columns (filled on a few rows, read
+    once by a filter and then dropped, never gathered) stay as they come: rechunking a column of a
+    million nulls in 180 chunks costs as much as one of strings."""
     frame = plan.collect(engine="streaming")
     columns = frame.get_columns()
     del frame
     for i in range(len(columns)):
-        columns[i] = columns[i].rechunk()
+        if columns[i].name not in sparse:
+            columns[i] = columns[i].rechunk()
     return pl.DataFrame(columns)
 
 
@@ -395,20 +398,12 @@ def _exact_ref(
     two = starts[(sizes == 2) & (settled == 1)]
     first, second = order[two], order[two + 1]
     on_left = first < n_left
-    lid = pl.Series(l_ids[np.where(on_left, first, second)])
-    sid = pl.Series(s_ids[np.where(on_left, second, first) - n_left])
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # the references (random reads of two string buffers) in a second thread, the rest here
-        same_reference = pool.submit(
-            lambda: led["psp_reference"].gather(lid) == stl["movement_reference"].gather(sid)
-        )
-        same = (
-            (led["signed"].gather(lid) == stl["amount_minor"].gather(sid))
-            & (_physical(led["psp"]).gather(lid) == _physical(stl["psp"]).gather(sid))
-            & (_physical(led["currency"]).gather(lid) == _physical(stl["currency"]).gather(sid))
-        )
-        same &= same_reference.result()
-    book.decide_pairs(lid.filter(same), sid.filter(same), rule="exact_ref", status=MATCHED)
+    lid = l_ids[np.where(on_left, first, second)]
+    sid = s_ids[np.where(on_left, second, first) - n_left]
+    del first, second, on_left, two
+    same = _same_keys(led, stl, lid, sid)
+    book.decide_pairs(lid[same], sid[same], rule="exact_ref", status=MATCHED)
+    del lid, sid, same
     # more records under a hash, on both sides: rank them by their key columns
     many = (sizes > 2) & (settled >= 1) & (settled < sizes)
     if not many.any():
@@ -463,19 +458,48 @@ def _exact_ref(
         )
 
 
+def _same_keys(
+    led: pl.DataFrame, stl: pl.DataFrame, lid: np.ndarray, sid: np.ndarray, *, slice_rows: int = 1 << 21
+) -> np.ndarray:
+    """Whether each (ledger, settlement) pair has equal exact_ref key columns. Slice by slice, so the
+    gathered references (two strings a pair) are never all held at once; the references (random reads
+    of two string buffers) in a second thread, the rest here."""
+    refs, movements = led["psp_reference"], stl["movement_reference"]
+    signed, amount = led["signed"], stl["amount_minor"]
+    psp_l, psp_s = _physical(led["psp"]), _physical(stl["psp"])
+    ccy_l, ccy_s = _physical(led["currency"]), _physical(stl["currency"])
+    same = np.empty(lid.size, dtype=bool)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for start in range(0, lid.size, slice_rows):
+            lids, sids = lid[start : start + slice_rows], sid[start : start + slice_rows]
+            same_reference = pool.submit(_equal_at, refs, lids, movements, sids)
+            rest = (
+                (signed.gather(lids) == amount.gather(sids))
+                & (psp_l.gather(lids) == psp_s.gather(sids))
+                & (ccy_l.gather(lids) == ccy_s.gather(sids))
+            )
+            same[start : start + lids.size] = (rest & same_reference.result()).fill_null(False).to_numpy()
+    return same
+
+
+def _equal_at(left: pl.Series, lids: np.ndarray, right: pl.Series, sids: np.ndarray) -> pl.Series:
+    return left.gather(lids) == right.gather(sids)
+
+
 def _hash_groups(left: pl.Series, right: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """Positions in ``left`` then ``right`` (concatenated) ordered by hash, and where each run of equal
     hashes starts. The low bits of each hash are replaced by the position, so one plain sort of 64-bit
     words gives both (an arg-sort and a gather cost three times as much over 20M rows); runs are then
     of the high bits only, which is a narrower hash: more collisions, each still checked by the callers
-    (a collision never pairs unequal keys, it only sends the records to the slower ranking)."""
+    (a collision never pairs unequal keys, it only sends the records to the slower ranking). The sort
+    is Polars' (parallel; numpy's is single-threaded and four times slower over 20M words here)."""
     n = left.len() + right.len()
     bits = max(1, (n - 1).bit_length())
     low = np.uint64((1 << bits) - 1)
     keyed = np.concatenate([left.to_numpy(), right.to_numpy()]).astype(np.uint64, copy=False)
     keyed &= ~low
     keyed |= np.arange(n, dtype=np.uint64)
-    keyed.sort()
+    keyed = pl.Series(keyed).sort().to_numpy()
     starts = np.flatnonzero(np.r_[True, (keyed[1:] ^ keyed[:-1]) > low])
     return (keyed & low).astype(np.int64), starts
 

@@ -443,3 +443,38 @@ def test_hash_groups_give_every_position_once_grouped_by_equal_hashes() -> None:
     frame = pl.DataFrame({"h": hashes, "run": run_of})
     assert frame.group_by("h").agg(pl.col("run").n_unique())["run"].max() == 1
     assert starts.size >= frame["h"].n_unique() - 5  # distinct 64-bit hashes stay apart (bar rare collisions)
+
+
+def test_exact_ref_key_check_gives_the_same_answer_slice_by_slice() -> None:
+    """The pair check reads the key columns a slice at a time; the slices must not change a verdict."""
+    led = engine._prepare_ledger(LEDGER, AS_OF)
+    stl = engine._prepare_settlement(LINES, AS_OF)
+    rng = np.random.default_rng(3)
+    lid = rng.integers(0, led.height, 50)
+    sid = rng.integers(0, stl.height, 50)
+    whole = engine._same_keys(led, stl, lid, sid)
+    assert np.array_equal(engine._same_keys(led, stl, lid, sid, slice_rows=7), whole)
+    # and the verdict is the column comparison itself
+    expected = [
+        (
+            led["psp_reference"][int(i)],
+            led["signed"][int(i)],
+            str(led["psp"][int(i)]),
+            str(led["currency"][int(i)]),
+        )
+        == (
+            stl["movement_reference"][int(j)],
+            stl["amount_minor"][int(j)],
+            str(stl["psp"][int(j)]),
+            str(stl["currency"][int(j)]),
+        )
+        for i, j in zip(lid, sid, strict=True)
+    ]
+    assert any(expected) and not all(expected)
+    assert whole.tolist() == expected
+
+
+def test_a_record_given_twice_in_one_decision_is_refused() -> None:
+    book = Book(5, 2, engine.RULES)
+    with pytest.raises(AssertionError, match=r"ids \[3\] given more than once"):
+        book.decide(LEDGER_SIDE, np.array([3, 1, 3]), rule="exact_ref", status=MATCHED)
