@@ -478,3 +478,13 @@ def test_a_record_given_twice_in_one_decision_is_refused() -> None:
     book = Book(5, 2, engine.RULES)
     with pytest.raises(AssertionError, match=r"ids \[3\] given more than once"):
         book.decide(LEDGER_SIDE, np.array([3, 1, 3]), rule="exact_ref", status=MATCHED)
+
+
+def test_row_numbers_from_the_table_or_cast_give_the_same_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record keys and match ids take the row number's text from a table of every row up to the
+    largest; without the table (rows too large to list) each number is cast: the same outcomes."""
+    tabled = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).outcomes
+    monkeypatch.setattr(engine, "_MAX_ROW_TEXTS", 0)
+    cast = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).outcomes
+    assert_frame_equal(tabled, cast)
+    assert tabled.filter(pl.col("record") == "settlement")["record_key"].str.contains(r":\d+$").all()
