@@ -488,3 +488,13 @@ def test_row_numbers_from_the_table_or_cast_give_the_same_keys(monkeypatch: pyte
     cast = reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3).outcomes
     assert_frame_equal(tabled, cast)
     assert tabled.filter(pl.col("record") == "settlement")["record_key"].str.contains(r":\d+$").all()
+
+
+def test_anchor_codes_widen_when_the_records_do_not_fit_four_bytes() -> None:
+    from reconciliation_pipeline.matching.book import code_type
+
+    assert code_type(20_000_000) is np.int32
+    assert code_type(2**31 - 1) is np.int32
+    assert code_type(2**31) is np.int64
+    book = Book(3, 2, engine.RULES)
+    assert book.anchor[LEDGER_SIDE].dtype == np.int32 and book.tx.dtype == np.int32
