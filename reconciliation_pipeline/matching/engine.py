@@ -111,7 +111,14 @@ _EVIDENCE = {"record_key": pl.String, "evidence": pl.String}
 _LEDGER_ORDER = ("occurred_at", "transaction_id")
 #: Columns with few distinct values, kept as Categorical inside the engine (4 bytes a row, not a string).
 _LEDGER_NAMES = ("psp", "kind", "currency")
-_SETTLEMENT_NAMES = ("psp", "source_file", "line_kind", "currency", "net_currency", "presentment_currency")
+_SETTLEMENT_NAMES = ("psp", "source_file", "line_kind", "currency", "net_currency")
+#: Settlement columns exact_ref does not use and the later rules need on a few rows only: read for those
+#: rows after exact_ref (a second, filtered scan of the input) rather than held for every row through it.
+_LATE_COLUMNS = ("merchant_reference", "exchange_rate", "presentment_amount_minor", "presentment_currency")
+#: The settlement columns, in this order, of the frames the rules after exact_ref see: the rows that move
+#: no player money, and the open player rows (without the non-player rows' payout and remittance texts).
+_NON_PLAYER_FRAME = ("sid", *SETTLEMENT_COLUMNS, "player")
+_PLAYER_FRAME = tuple(c for c in _NON_PLAYER_FRAME if c not in ("payout_reference", "remittance_info"))
 _SETTLEMENT_ORDER = ("source_file", "source_row", "psp")
 
 
@@ -236,16 +243,33 @@ def _prepare_ledger(ledger: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.D
     return _collect(plan, sparse=("original_transaction_id",))
 
 
+def _known_lines(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    """The settlement rows known as of ``as_of`` with their row id ``sid`` (the same ids on every scan)."""
+    return (
+        lines.lazy().select(SETTLEMENT_COLUMNS).filter(pl.col("booking_date") <= as_of).with_row_index("sid")
+    )
+
+
 def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.DataFrame:
     plan = (
-        lines.lazy()
-        .select(SETTLEMENT_COLUMNS)
-        .filter(pl.col("booking_date") <= as_of)
+        _known_lines(lines, as_of)
+        .drop(_LATE_COLUMNS)
         .with_columns(player=pl.col("line_kind").is_in(list(PLAYER_LINE_KINDS)))
         .with_columns(pl.col(_SETTLEMENT_NAMES).cast(pl.String).cast(pl.Categorical))
-        .with_row_index("sid")
     )
     return _collect(plan, sparse=("payout_reference", "remittance_info"))
+
+
+def _late_columns(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date, sids: pl.Series) -> pl.DataFrame:
+    """``_LATE_COLUMNS`` of the settlement rows ``sids`` (plain strings), by ``sid``."""
+    wanted = sids.cast(pl.UInt32).implode()
+    return (
+        _known_lines(lines, as_of)
+        .select("sid", *_LATE_COLUMNS)
+        .filter(pl.col("sid").is_in(wanted))
+        .with_columns(pl.col("presentment_currency").cast(pl.String))
+        .collect(engine="streaming")
+    )
 
 
 def _collect(plan: pl.LazyFrame, *, sparse: Sequence[str] = ()) -> pl.DataFrame:
@@ -309,11 +333,13 @@ def reconcile(
             lpos=pl.int_range(pl.len()),
         )
     )
-    rest_player = (
-        _strings(stl.filter(book.open_mask(SETTLEMENT) & stl["player"]))
-        .sort(_SETTLEMENT_ORDER)
-        .with_columns(spos=pl.int_range(pl.len()))
+    rest_player = _strings(stl.filter(book.open_mask(SETTLEMENT) & stl["player"]))
+    late = _late_columns(lines, as_of, pl.concat([rest_player["sid"], non_player["sid"]]))
+    rest_player, non_player = (
+        frame.join(late, on="sid", how="left").select(columns)
+        for frame, columns in ((rest_player, _PLAYER_FRAME), (non_player, _NON_PLAYER_FRAME))
     )
+    rest_player = rest_player.sort(_SETTLEMENT_ORDER).with_columns(spos=pl.int_range(pl.len()))
 
     adjustments = _strings(led.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))).join(
         originals, on="lid", how="left"
