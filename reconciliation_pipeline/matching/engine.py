@@ -261,15 +261,30 @@ def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> p
 
 
 def _late_columns(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date, sids: pl.Series) -> pl.DataFrame:
-    """``_LATE_COLUMNS`` of the settlement rows ``sids`` (plain strings), by ``sid``."""
+    """``_LATE_COLUMNS`` of the settlement rows ``sids`` (plain strings), by ``sid``, with the rows' file
+    and row as read this time (``_with_late_columns`` checks them against the first read)."""
     wanted = sids.cast(pl.UInt32).implode()
     return (
         _known_lines(lines, as_of)
-        .select("sid", *_LATE_COLUMNS)
+        .select("sid", *_LATE_COLUMNS, _late_file=pl.col("source_file"), _late_row=pl.col("source_row"))
         .filter(pl.col("sid").is_in(wanted))
-        .with_columns(pl.col("presentment_currency").cast(pl.String))
+        .with_columns(pl.col("presentment_currency", "_late_file").cast(pl.String))
         .collect(engine="streaming")
     )
+
+
+def _with_late_columns(frame: pl.DataFrame, late: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """``frame`` (plain strings) with its rows' ``_LATE_COLUMNS``, as ``columns``. The second read must give
+    every row the id the first gave it (the same filter over the same input); a lazy input whose rows come
+    in another order on a second evaluation is refused rather than given another row's columns."""
+    joined = frame.join(late, on="sid", how="left")
+    same = (pl.col("source_file") == pl.col("_late_file")) & (pl.col("source_row") == pl.col("_late_row"))
+    if not joined.select(same.fill_null(False).all()).item():
+        raise ValueError(
+            "the settlement lines gave their rows in another order when read a second time: pass reconcile() "
+            "a DataFrame, or a LazyFrame whose row order is fixed (a Parquet scan, a sort)"
+        )
+    return joined.select(columns)
 
 
 def _collect(plan: pl.LazyFrame, *, sparse: Sequence[str] = ()) -> pl.DataFrame:
@@ -335,10 +350,8 @@ def reconcile(
     )
     rest_player = _strings(stl.filter(book.open_mask(SETTLEMENT) & stl["player"]))
     late = _late_columns(lines, as_of, pl.concat([rest_player["sid"], non_player["sid"]]))
-    rest_player, non_player = (
-        frame.join(late, on="sid", how="left").select(columns)
-        for frame, columns in ((rest_player, _PLAYER_FRAME), (non_player, _NON_PLAYER_FRAME))
-    )
+    rest_player = _with_late_columns(rest_player, late, _PLAYER_FRAME)
+    non_player = _with_late_columns(non_player, late, _NON_PLAYER_FRAME)
     rest_player = rest_player.sort(_SETTLEMENT_ORDER).with_columns(spos=pl.int_range(pl.len()))
 
     adjustments = _strings(led.filter(pl.col("kind").is_in(ADJUSTMENT_KINDS))).join(

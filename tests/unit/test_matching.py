@@ -498,3 +498,22 @@ def test_anchor_codes_widen_when_the_records_do_not_fit_four_bytes() -> None:
     assert code_type(2**31) is np.int64
     book = Book(3, 2, engine.RULES)
     assert book.anchor[LEDGER_SIDE].dtype == np.int32 and book.tx.dtype == np.int32
+
+
+def test_late_settlement_columns_must_come_back_for_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The columns only the later rules use are read again after exact_ref, by row id; an input whose
+    rows come back in another order is refused, never given another row's exchange rate."""
+    known = engine._known_lines
+    calls = []
+
+    def reordered(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+        calls.append(1)
+        plan = known(lines, as_of)
+        if len(calls) == 1:
+            return plan
+        return known(lines.lazy().reverse(), as_of)  # the second read sees the rows backwards
+
+    monkeypatch.setattr(engine, "_known_lines", reordered)
+    with pytest.raises(ValueError, match="another order"):
+        reconcile(LEDGER, LINES, as_of=AS_OF, lag_days=3)
+    assert len(calls) == 2
