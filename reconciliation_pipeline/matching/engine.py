@@ -112,9 +112,17 @@ _LEDGER_ORDER = ("occurred_at", "transaction_id")
 #: Columns with few distinct values, kept as Categorical inside the engine (4 bytes a row, not a string).
 _LEDGER_NAMES = ("psp", "kind", "currency")
 _SETTLEMENT_NAMES = ("psp", "source_file", "line_kind", "currency", "net_currency")
-#: Settlement columns exact_ref does not use and the later rules need on a few rows only: read for those
-#: rows after exact_ref (a second, filtered scan of the input) rather than held for every row through it.
-_LATE_COLUMNS = ("merchant_reference", "exchange_rate", "presentment_amount_minor", "presentment_currency")
+#: Settlement columns exact_ref does not use and the later rules need on a few rows only (the non-player
+#: rows' payout and remittance texts; the open player rows' merchant reference and exchange columns): read
+#: for those rows after exact_ref (a second, filtered scan of the input) rather than held for every row.
+_LATE_COLUMNS = (
+    "merchant_reference",
+    "payout_reference",
+    "remittance_info",
+    "exchange_rate",
+    "presentment_amount_minor",
+    "presentment_currency",
+)
 #: The settlement columns, in this order, of the frames the rules after exact_ref see: the rows that move
 #: no player money, and the open player rows (without the non-player rows' payout and remittance texts).
 _NON_PLAYER_FRAME = ("sid", *SETTLEMENT_COLUMNS, "player")
@@ -257,7 +265,7 @@ def _prepare_settlement(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> p
         .with_columns(player=pl.col("line_kind").is_in(list(PLAYER_LINE_KINDS)))
         .with_columns(pl.col(_SETTLEMENT_NAMES).cast(pl.String).cast(pl.Categorical))
     )
-    return _collect(plan, sparse=("payout_reference", "remittance_info"))
+    return _collect(plan)
 
 
 def _late_columns(lines: pl.DataFrame | pl.LazyFrame, as_of: dt.date, sids: pl.Series) -> pl.DataFrame:
@@ -325,10 +333,9 @@ def reconcile(
     """
     led = _prepare_ledger(ledger, as_of)
     stl = _prepare_settlement(lines, as_of)
-    # Columns only a few rows use leave the whole frames before the big join: rows that move no player
-    # money (payout references, remittance texts) and adjustments' original transaction ids.
+    # Columns only a few rows use stay out of the whole frames through the big join: adjustments' original
+    # transaction ids leave the ledger here; the settlement ones (_LATE_COLUMNS) are read after exact_ref.
     non_player = _strings(stl.filter(~pl.col("player")))
-    stl = stl.drop("payout_reference", "remittance_info")
     originals = led.filter(pl.col("original_transaction_id").is_not_null()).select(
         "lid", "original_transaction_id"
     )
